@@ -21,9 +21,9 @@ from pipeline.types import Detection
 class DetectorSettings:
     """Detector knobs; the defaults find the faces in the shared photos and none in its no-face set."""
 
-    min_face_size: int = 20
+    min_face_size: int = 15
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8)
-    min_prob: float = 0.95
+    min_prob: float = 0.92
     factor: float = 0.709
     scale: float = 1.0
     max_side: int = 0  # when > 0, frames are downscaled so the longest side is at most this

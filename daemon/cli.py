@@ -1,0 +1,223 @@
+"""The ``facestream`` console script: one parser, subcommands, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from daemon.config import Settings, load_settings
+from daemon.logs import configure_logging
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 2."""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    emb: dict[str, Any] = {}
+    for key in ("model", "runtime", "device"):
+        if getattr(args, key, None):
+            emb[key] = getattr(args, key)
+    if getattr(args, "flip", False):
+        emb["flip"] = True
+    if emb:
+        base = load_settings(args.config)
+        overrides["embedder"] = base.embedder.model_copy(update=emb).model_dump()
+    settings = load_settings(args.config, **overrides)
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _embedder(settings: Settings):
+    from models.embedder import load_embedder
+
+    e = settings.embedder
+    return load_embedder(e.model, e.runtime, e.device, e.flip, e.weights_path, e.allow_cpu_fallback,
+                         settings.cache_dir / "exports", e.batch_size, e.download)
+
+
+def _still_engine(settings: Settings, policy: str):
+    from models.detector import MTCNNDetector
+    from tools.cache import EmbeddingCache
+    from tools.faces import StillEmbedder
+
+    detector = MTCNNDetector(settings.detector.to_settings(), "cuda" if settings.embedder.device != "cpu"
+                             and _cuda() else "cpu")
+    cache = EmbeddingCache(settings.cache_dir / "embeddings.sqlite")
+    return StillEmbedder(detector, _embedder(settings), cache, policy=policy)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _print(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+        return
+    width = max(len(k) for k in result)
+    for k, v in result.items():
+        print(f"{k:<{width}}  {v}")
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from models.registry import EMBEDDERS
+
+    _settings(args)
+    rows = [{"name": s.name, "dim": s.dim, "input": s.input_size, "description": s.description}
+            for s in EMBEDDERS.values()]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for r in rows:
+            print(f"{r['name']:<18} {r['dim']:>4}-D  {r['input']}x{r['input']}  {r['description']}")
+    return 0
+
+
+def cmd_models_export(args: argparse.Namespace) -> int:
+    from models.export import export_onnx, export_torchscript
+    from models.registry import get_spec
+
+    settings = _settings(args)
+    spec = get_spec(args.model)
+    module = spec.loader(settings.embedder.weights_path, settings.embedder.download)
+    out = Path(args.out)
+    if args.format == "onnx":
+        export_onnx(module, spec.input_size, out)
+    else:
+        export_torchscript(module, spec.input_size, out)
+    print(f"wrote {out} ({args.format}, {spec.name}, input 3x{spec.input_size}x{spec.input_size}, "
+          f"{spec.dim}-D output)")
+    return 0
+
+
+def cmd_eval_verify(args: argparse.Namespace) -> int:
+    from tools.verify import run_verify
+
+    settings = _settings(args)
+    engine = _still_engine(settings, "center")
+    result = run_verify(engine, args.pairs, args.tune_pairs, args.roc_png)
+    _print(result, args.json)
+    return 0
+
+
+def cmd_bench_embed(args: argparse.Namespace) -> int:
+    from tools.bench import bench_embed
+
+    settings = _settings(args)
+    result = bench_embed(_embedder(settings), args.batch, args.seconds)
+    _print(result, args.json)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    engine = _still_engine(settings, "largest")
+    a, b = engine.embed_files([Path(args.image_a), Path(args.image_b)])
+    for r in (a, b):
+        if not r.ok:
+            raise CliError(f"{r.path}: {r.reason}")
+    similarity = float(a.vec @ b.vec)
+    distance = float(((a.vec - b.vec) ** 2).sum() ** 0.5)
+    result = {"similarity": round(similarity, 4), "distance": round(distance, 4),
+              "same_person": similarity >= args.threshold, "threshold": args.threshold,
+              "model": engine.embedder.model_id}
+    _print(result, args.json)
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from models.detector import MTCNNDetector
+    from tools.images import ImageError, load_rgb
+
+    settings = _settings(args)
+    detector = MTCNNDetector(settings.detector.to_settings())
+    rows = []
+    for path in args.images:
+        try:
+            dets = detector.detect([load_rgb(path)])[0]
+            rows.append({"path": path, "faces": len(dets),
+                         "boxes": [[round(v, 1) for v in d.box] + [round(d.prob, 4)] for d in dets]})
+        except ImageError as exc:
+            rows.append({"path": path, "faces": None, "error": str(exc)})
+    for r in rows:
+        print(json.dumps(r) if args.json else f"{r['path']}: {r.get('error') or str(r['faces']) + ' face(s)'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="facestream", description="Real-time face recognition daemon and tools.")
+    p.add_argument("--config", help="TOML settings file (FACESTREAM_* environment variables also apply)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def model_opts(sp: argparse.ArgumentParser, flip: bool = True) -> None:
+        sp.add_argument("--model", help="embedding model (see 'facestream models list')")
+        sp.add_argument("--runtime", choices=["torch", "torchscript", "onnx"], help="inference runtime")
+        sp.add_argument("--device", help="cpu or cuda[:N]")
+        if flip:
+            sp.add_argument("--flip", action="store_true", help="average embeddings with the mirrored face")
+
+    models = sub.add_parser("models", help="list and export models").add_subparsers(dest="action", required=True)
+    ml = models.add_parser("list", help="known embedding models")
+    ml.add_argument("--json", action="store_true")
+    ml.set_defaults(func=cmd_models_list)
+    me = models.add_parser("export", help="export a model to ONNX or TorchScript")
+    me.add_argument("--model", required=True)
+    me.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    me.add_argument("--out", required=True)
+    me.set_defaults(func=cmd_models_export)
+
+    ev = sub.add_parser("eval", help="evaluate accuracy").add_subparsers(dest="action", required=True)
+    vf = ev.add_parser("verify", help="pair verification accuracy on an img_a,img_b,same CSV")
+    vf.add_argument("--pairs", required=True)
+    vf.add_argument("--tune-pairs", help="pairs CSV to tune the threshold on (default: 10-fold in --pairs)")
+    vf.add_argument("--roc-png", help="write the ROC curve here")
+    vf.add_argument("--json", action="store_true")
+    model_opts(vf)
+    vf.set_defaults(func=cmd_eval_verify)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="action", required=True)
+    be = bench.add_parser("embed", help="embedding throughput")
+    be.add_argument("--batch", type=int, default=32)
+    be.add_argument("--seconds", type=float, default=5.0)
+    be.add_argument("--json", action="store_true")
+    model_opts(be)
+    be.set_defaults(func=cmd_bench_embed)
+
+    cp = sub.add_parser("compare", help="are two photos the same person?")
+    cp.add_argument("image_a")
+    cp.add_argument("image_b")
+    cp.add_argument("--threshold", type=float, default=0.91, help="cosine similarity threshold (LFW-tuned)")
+    cp.add_argument("--json", action="store_true")
+    model_opts(cp)
+    cp.set_defaults(func=cmd_compare)
+
+    dt = sub.add_parser("detect", help="count faces in images")
+    dt.add_argument("images", nargs="+")
+    dt.add_argument("--json", action="store_true")
+    dt.set_defaults(func=cmd_detect)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("facestream: interrupted", file=sys.stderr)
+        return 130
+    except (CliError, ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"facestream: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Settings: a TOML file plus ``FACESTREAM_*`` environment variables (nested with ``__``).
+
+Precedence: command-line overrides > environment > TOML file > defaults. Unknown keys are errors,
+so a typo in a door controller's config never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from models.detector import DetectorSettings
+from models.registry import EMBEDDERS
+from models.runtime import RUNTIMES
+from tools.cache import default_cache_dir
+
+
+class ConfigError(ValueError):
+    """The configuration file or environment is unusable; the message is one line."""
+
+
+_D = DetectorSettings()
+
+
+class DetectorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_face_size: int = Field(_D.min_face_size, ge=8, description="Smallest face side in pixels MTCNN "
+                               "searches for (smaller is slower).")
+    thresholds: tuple[float, float, float] = Field(
+        _D.thresholds, description="P-, R- and O-net score thresholds of MTCNN's three stages.")
+    min_prob: float = Field(_D.min_prob, ge=0.0, le=1.0, description="Final detection probability a face must "
+                            "reach.")
+    factor: float = Field(_D.factor, gt=0.0, lt=1.0, description="Scale step of MTCNN's image pyramid.")
+    scale: float = Field(_D.scale, gt=0.0, le=1.0, description="Detect on a copy downscaled by this factor.")
+    max_side: int = Field(1600, ge=0, description="Stills: downscale for detection so the longest side is at "
+                          "most this many pixels (0 = never); alignment still uses full resolution.")
+
+    def to_settings(self) -> DetectorSettings:
+        return DetectorSettings(self.min_face_size, tuple(self.thresholds), self.min_prob, self.factor,
+                                self.scale, self.max_side)
+
+
+class EmbedderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("dlib-resnet-v1", description="Embedding model: " + ", ".join(EMBEDDERS) + ".")
+    runtime: Literal["torch", "torchscript", "onnx"] = Field(
+        "onnx", description="Inference runtime: " + ", ".join(RUNTIMES) + ".")
+    device: str = Field("cpu", description="'cpu' or 'cuda' / 'cuda:N'.")
+    allow_cpu_fallback: bool = Field(
+        False, description="Run on the CPU when CUDA was asked for but is missing, instead of stopping.")
+    flip: bool = Field(False, description="Average each face's embedding with its mirror image's.")
+    weights_path: Path | None = Field(None, description="Weights file for the model (FaceNet state dict or "
+                                      "dlib .dat); default: the packaged or cached file.")
+    download: bool = Field(True, description="Allow downloading missing FaceNet weights.")
+    batch_size: int = Field(32, ge=1, le=1024, description="Faces per inference call.")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if v not in EMBEDDERS:
+            raise ValueError(f"unknown model {v!r}; choose one of {', '.join(EMBEDDERS)}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v != "cpu" and not v.startswith("cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {v!r}")
+        return v
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACESTREAM_", env_nested_delimiter="__", extra="forbid")
+
+    detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Face detector settings.")
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig, description="Embedding model settings.")
+    cache_dir: Path = Field(default_factory=default_cache_dir,
+                            description="Where cached embeddings and exported models live.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
+    log_format: Literal["auto", "console", "json"] = Field(
+        "auto", description="'auto': readable on a terminal, JSON lines otherwise.")
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "settings"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {err['msg']}{more}"
+
+
+def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional TOML file, the environment and explicit overrides."""
+    toml_path = Path(config_path) if config_path else None
+    if toml_path is not None:
+        if not toml_path.is_file():
+            raise ConfigError(f"config file {toml_path} does not exist")
+        try:
+            tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {toml_path} is not valid TOML: {exc}") from None
+
+    class _FileSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if toml_path is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            return tuple(sources)
+
+    try:
+        return _FileSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {_first_error(exc)}") from None

@@ -1,0 +1,63 @@
+"""Shared fixtures: the shared data folder, and session-wide detector and embedders (real weights)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("FACESTREAM_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    root = data_root()
+    if not (root / "MANIFEST.md").is_file():
+        pytest.skip(f"shared face data not found at {root} (set FACESTREAM_DATA)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from models.detector import DetectorSettings, MTCNNDetector
+
+    return MTCNNDetector(DetectorSettings(max_side=1600))
+
+
+@pytest.fixture(scope="session")
+def dlib_embedder():
+    from models.embedder import load_embedder
+
+    return load_embedder("dlib-resnet-v1", runtime="torch")
+
+
+@pytest.fixture(scope="session")
+def rgb(data_dir: Path):
+    from tools.images import load_rgb
+
+    def load(rel: str) -> np.ndarray:
+        return load_rgb(data_dir / rel)
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def real_chips(data_dir: Path, detector, rgb) -> dict[int, np.ndarray]:
+    """Aligned chips of real faces at 150 and 160 px, for runtime parity tests."""
+    from models.registry import EMBEDDERS
+    from pipeline.align import align_face
+
+    names = ["obama.jpg", "obama2.jpg", "biden.jpg"]
+    out: dict[int, list[np.ndarray]] = {150: [], 160: []}
+    for n in names:
+        img = rgb(f"face_recognition_examples/test_images/{n}")
+        det = detector.detect([img])[0][0]
+        for spec in (EMBEDDERS["dlib-resnet-v1"], EMBEDDERS["facenet-vggface2"]):
+            out[spec.input_size].append(align_face(img, det.landmarks, spec.template, spec.input_size))
+    return {k: np.stack(v) for k, v in out.items()}

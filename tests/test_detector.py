@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from models.detector import DetectorSettings, MTCNNDetector
+
+# group_1.jpg holds ~26-30 faces of 15-25 px: the hard small-face case. We accept up to 3 fewer
+# than the eye count there; every other image must match its count exactly.
+SMALL_FACE_TOLERANCE = {"multi_face/group_1.jpg": 3}
+
+
+def test_face_counts_on_shared_images_at_default_thresholds(data_dir, rgb) -> None:
+    det = MTCNNDetector()  # defaults, full resolution
+    rows = list(csv.DictReader((data_dir / "images_misc" / "images.csv").open()))
+    assert len(rows) >= 9
+    failures = []
+    for row in rows:
+        n = len(det.detect([rgb("images_misc/" + row["filename"])])[0])
+        lo = int(row["human_faces_min"]) - SMALL_FACE_TOLERANCE.get(row["filename"], 0)
+        hi = int(row["human_faces_max"])
+        if not lo <= n <= hi:
+            failures.append(f"{row['filename']}: {n} faces, expected {lo}..{hi}")
+    assert not failures, failures
+
+
+def test_batched_detection_equals_single_frames(rgb) -> None:
+    det = MTCNNDetector()
+    a = rgb("face_recognition_examples/stills/obama-480p.jpg")
+    b = np.ascontiguousarray(a[:, ::-1])  # mirror: same size, different content
+    batched = det.detect([a, b, a])
+    singles = [det.detect([x])[0] for x in (a, b, a)]
+    for got, want in zip(batched, singles, strict=True):
+        assert len(got) == len(want) == 1
+        np.testing.assert_allclose(got[0].box, want[0].box, atol=1e-3)
+        np.testing.assert_allclose(got[0].landmarks, want[0].landmarks, atol=1e-3)
+
+
+def test_detection_scale_maps_back_to_full_resolution(rgb) -> None:
+    img = rgb("face_recognition_examples/stills/obama-1080p.jpg")
+    full = MTCNNDetector().detect([img])[0]
+    half = MTCNNDetector(DetectorSettings(scale=0.5)).detect([img])[0]
+    assert len(full) == len(half) == 1
+    # Same face, boxes agree to a few percent of the face size.
+    size = full[0].width
+    assert np.abs(np.array(full[0].box) - np.array(half[0].box)).max() < 0.08 * size
+    assert np.abs(full[0].landmarks - half[0].landmarks).max() < 0.05 * size
+
+
+def test_invalid_settings_and_frames_raise_value_errors() -> None:
+    with pytest.raises(ValueError, match="scale must be in"):
+        DetectorSettings(scale=0.0)
+    with pytest.raises(ValueError, match="min_face_size must be >= 8"):
+        DetectorSettings(min_face_size=4)
+    with pytest.raises(ValueError, match="must be an RGB uint8 array"):
+        MTCNNDetector().detect([np.zeros((10, 10), dtype=np.uint8)])
+
+
+def test_tiny_frame_gives_no_faces_not_an_error() -> None:
+    assert MTCNNDetector().detect([np.zeros((5, 5, 3), dtype=np.uint8)]) == [[]]

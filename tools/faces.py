@@ -1,0 +1,140 @@
+"""Stills to embeddings: load, detect (batched), pick the face, align, embed, cache.
+
+Shared by verification, gallery building and identification so every tool embeds a photo the
+same way and reuses the same cached vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from models.detector import MTCNNDetector
+from models.embedder import Embedder
+from pipeline.types import Detection
+from tools.cache import CachedFace, EmbeddingCache
+from tools.images import DEFAULT_MAX_PIXELS, ImageError, file_sha256, load_rgb
+
+NO_FACE = "no face detected"
+
+
+@dataclass
+class FaceResult:
+    """Outcome for one file: a unit embedding or a reason, plus figures about the chosen face."""
+
+    path: Path
+    sha256: str | None
+    vec: np.ndarray | None
+    reason: str | None
+    info: dict[str, float | int | str | list[float]]
+
+    @property
+    def ok(self) -> bool:
+        return self.vec is not None
+
+
+def select_face(dets: list[Detection], shape: tuple[int, ...], policy: str) -> tuple[Detection | None, str]:
+    """Choose the subject face. ``largest``; ``center`` (the face nearest the image centre, as in
+    LFW-style crops); ``dominant`` (the largest only if it is clearly bigger than the next)."""
+    if not dets:
+        return None, NO_FACE
+    if policy == "largest" or len(dets) == 1:
+        return dets[0], ""
+    if policy == "center":
+        cy, cx = shape[0] / 2.0, shape[1] / 2.0
+        big = dets[0].area
+        cands = [d for d in dets if d.area >= 0.25 * big]
+        return min(cands, key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2), ""
+    if policy == "dominant":
+        if dets[0].area >= 2.0 * dets[1].area:
+            return dets[0], ""
+        return None, f"{len(dets)} faces, none clearly dominant"
+    raise ValueError(f"face selection policy must be largest, center or dominant, got {policy!r}")
+
+
+def laplacian_blur(chip: np.ndarray) -> float:
+    """Variance of the Laplacian of the aligned chip's grey image: low means blurred."""
+    import cv2
+
+    grey = cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+class StillEmbedder:
+    """Embeds one chosen face per image file, with caching and per-file failure reasons."""
+
+    def __init__(self, detector: MTCNNDetector, embedder: Embedder, cache: EmbeddingCache | None = None,
+                 policy: str = "largest", max_pixels: int = DEFAULT_MAX_PIXELS, chunk: int = 16) -> None:
+        select_face([], (1, 1), policy)  # validates the policy name eagerly
+        self.detector = detector
+        self.embedder = embedder
+        self.cache = cache or EmbeddingCache(None)
+        self.policy = policy
+        self.max_pixels = max_pixels
+        self.chunk = chunk
+        self.context = f"{detector.settings.ident}|{policy}|{embedder.model_id}"
+        self.computed = 0
+        self.cached = 0
+
+    def embed_files(self, paths: Iterable[Path], progress: str | None = None) -> list[FaceResult]:
+        paths = [Path(p) for p in paths]
+        results: list[FaceResult | None] = [None] * len(paths)
+        todo: list[int] = []
+        for i, p in enumerate(paths):
+            try:
+                sha = file_sha256(p)
+            except OSError as exc:
+                results[i] = FaceResult(p, None, None, f"unreadable: {exc.strerror or exc}", {})
+                continue
+            hit = self.cache.get(sha, self.context)
+            if hit is not None:
+                results[i] = FaceResult(p, sha, hit.vec, hit.reason, hit.info)
+                self.cached += 1
+            else:
+                results[i] = FaceResult(p, sha, None, None, {})
+                todo.append(i)
+        bar = tqdm(total=len(todo), desc=progress, disable=None if progress else True, unit="img")
+        for start in range(0, len(todo), self.chunk):
+            idx = todo[start : start + self.chunk]
+            self._compute([results[i] for i in idx])  # type: ignore[misc]
+            bar.update(len(idx))
+        bar.close()
+        return results  # type: ignore[return-value]
+
+    def _compute(self, items: list[FaceResult]) -> None:
+        images: list[np.ndarray] = []
+        loaded: list[FaceResult] = []
+        for item in items:
+            try:
+                images.append(load_rgb(item.path, self.max_pixels))
+                loaded.append(item)
+            except ImageError as exc:
+                item.reason = str(exc)
+        dets = self.detector.detect(images) if images else []
+        chips: list[np.ndarray] = []
+        chipped: list[FaceResult] = []
+        for item, image, found in zip(loaded, images, dets, strict=True):
+            det, why = select_face(found, image.shape, self.policy)
+            if det is None:
+                item.reason = why
+                item.info = {"faces": len(found)}
+                continue
+            chip = self.embedder.align(image, det)
+            item.info = {
+                "faces": len(found), "prob": round(det.prob, 5), "face_px": round(min(det.width, det.height), 1),
+                "blur": round(laplacian_blur(chip), 2), "box": [round(v, 1) for v in det.box],
+                "width": int(image.shape[1]), "height": int(image.shape[0]),
+            }
+            chips.append(chip)
+            chipped.append(item)
+        if chips:
+            vecs = self.embedder.embed(np.stack(chips))
+            for item, vec in zip(chipped, vecs, strict=True):
+                item.vec = vec
+        self.computed += len(items)
+        self.cache.put_many([(it.sha256, self.context, CachedFace(it.vec, it.reason, it.info))
+                             for it in items if it.sha256])
