@@ -186,11 +186,19 @@ class ShapePredictor:
         left, top, right, bottom = (float(v) for v in rect)
         origin = np.array([left, top])
         span = np.array([right - left, bottom - top])  # unnormalizing_tform: (1, 1) -> br corner
+        n_cascades, n_trees, n_splits = self.idx1.shape
+        parts = self.num_parts
+        flat_i1 = self.idx1.reshape(n_cascades, -1)
+        flat_i2 = self.idx2.reshape(n_cascades, -1)
+        flat_th = self.thresh.reshape(n_cascades, -1)
+        flat_leaves = self.leaves.reshape(n_cascades, -1, 2 * parts)
+        split_base = np.arange(n_trees) * n_splits
+        leaf_base = np.arange(n_trees) * (n_splits + 1) - n_splits
+        init = self.initial_shape.astype(np.float64)
+        init_c = init - init.mean(0)
         shape = self.initial_shape.copy()
-        trees = np.arange(self.idx1.shape[1])
-        n_splits = self.idx1.shape[2]
-        for c in range(self.idx1.shape[0]):
-            m = _similarity(self.initial_shape, shape)[:, :2].astype(np.float32)
+        for c in range(n_cascades):
+            m = _shape_tform(init, init_c, shape).astype(np.float32)
             pts = self.deltas[c] @ m.T + shape[self.anchor_idx[c]]
             pix = np.floor(pts.astype(np.float64) * span + origin + 0.5)
             xi, yi = pix[:, 0], pix[:, 1]
@@ -198,12 +206,13 @@ class ShapePredictor:
             vals = np.zeros(len(pts), dtype=np.float32)
             rgb = img[yi[inside].astype(np.intp), xi[inside].astype(np.intp)].astype(np.int32)
             vals[inside] = rgb.sum(axis=1) // rgb.shape[1]  # dlib's rgb -> grey: (r + g + b) / 3
-            node = np.zeros(len(trees), dtype=np.int64)
-            while node[0] < n_splits:  # trees are complete, so all reach the leaves together
-                i1, i2 = self.idx1[c, trees, node], self.idx2[c, trees, node]
-                left_go = vals[i1] - vals[i2] > self.thresh[c, trees, node]
-                node = np.where(left_go, 2 * node + 1, 2 * node + 2)
-            shape = shape + self.leaves[c, trees, node - n_splits].sum(axis=0, dtype=np.float32)
+            node = np.zeros(n_trees, dtype=np.int64)
+            for _ in range(n_splits.bit_length()):  # complete trees: every path has this many splits
+                k = split_base + node
+                go_left = vals[flat_i1[c, k]] - vals[flat_i2[c, k]] > flat_th[c, k]
+                node = 2 * node + 2 - go_left
+            delta = flat_leaves[c, leaf_base + node].sum(axis=0, dtype=np.float32)
+            shape = shape + delta.reshape(parts, 2)
         out = shape.astype(np.float64) * span + origin
         return np.floor(out + 0.5) if round_output else out
 
@@ -231,8 +240,20 @@ def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return m
 
 
+def _shape_tform(init: np.ndarray, init_c: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """2x2 part of find_tform_between_shapes(initial, current); closed form unless a reflection is optimal."""
+    d_c = shape.astype(np.float64) - shape.mean(0, dtype=np.float64)
+    cov = d_c.T @ init_c
+    if cov[0, 0] * cov[1, 1] - cov[0, 1] * cov[1, 0] <= 0:
+        return _similarity(init, shape)[:, :2]
+    sigma = (init_c**2).sum()
+    a = (cov[0, 0] + cov[1, 1]) / sigma
+    b = (cov[1, 0] - cov[0, 1]) / sigma
+    return np.array([[a, -b], [b, a]])
+
+
 def dlib_chip_transform(points5: np.ndarray, size: int = 150, padding: float = 0.25) -> np.ndarray:
-    """2x3 image->chip affine of dlib's ``extract_image_chip(img, get_face_chip_details(det, size, padding))``.
+    """2x3 image->chip affine of dlib's extract_image_chip(img, get_face_chip_details(det, size, padding)).
 
     ``cv2.warpAffine(img, M, (size, size))`` then gives dlib's chip (no-pyramid case). Note dlib's
     chip is not exactly the template similarity: its rectangle spans size*scale - 1 pixels over
@@ -289,8 +310,13 @@ def mtcnn_to_dlib5(landmarks5: np.ndarray, initial_shape: np.ndarray) -> np.ndar
     return out
 
 
-def rect_from_mtcnn(box_xyxy: Sequence[float], landmarks5: np.ndarray, initial_shape: np.ndarray | None = None,
-                    scale: float = 1.0, dy: float = 0.0) -> tuple[float, float, float, float]:
+def rect_from_mtcnn(
+    box_xyxy: Sequence[float],
+    landmarks5: np.ndarray,
+    initial_shape: np.ndarray | None = None,
+    scale: float = 1.0,
+    dy: float = 0.0,
+) -> tuple[float, float, float, float]:
     """A dlib-detector-like face rectangle from an MTCNN detection (its 5 landmarks; the box is unused).
 
     The rectangle is the square in which the predictor's mean shape best fits MTCNN's eyes and nose.
