@@ -26,3 +26,28 @@ class Detection:
     @property
     def area(self) -> float:
         return max(0.0, self.width) * max(0.0, self.height)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame. ``pts`` is the presentation time in seconds for files; live sources
+    carry their capture time (epoch seconds) in ``capture_time`` and ``pts`` None."""
+
+    source_id: str
+    index: int
+    pts: float | None
+    capture_time: float
+    image: np.ndarray  # RGB uint8 (H, W, 3)
+    live: bool
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """A change in a source's state: opened, eof, error, reconnecting."""
+
+    source_id: str
+    status: str
+    detail: str
+    time: float
+    frames_read: int
+    frames_dropped: int
