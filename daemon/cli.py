@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from daemon import gallery_cli
 from daemon.config import Settings, load_settings
 from daemon.logs import configure_logging
 
@@ -40,14 +41,14 @@ def _embedder(settings: Settings):
                          settings.cache_dir / "exports", e.batch_size, e.download)
 
 
-def _still_engine(settings: Settings, policy: str):
+def _still_engine(settings: Settings, policy: str, cache=None):  # noqa: ANN001
     from models.detector import MTCNNDetector
     from tools.cache import EmbeddingCache
     from tools.faces import StillEmbedder
 
     detector = MTCNNDetector(settings.detector.to_settings(), "cuda" if settings.embedder.device != "cpu"
                              and _cuda() else "cpu")
-    cache = EmbeddingCache(settings.cache_dir / "embeddings.sqlite")
+    cache = cache or EmbeddingCache(settings.cache_dir / "embeddings.sqlite")
     return StillEmbedder(detector, _embedder(settings), cache, policy=policy)
 
 
@@ -197,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--json", action="store_true")
     model_opts(cp)
     cp.set_defaults(func=cmd_compare)
+
+    def run(func):
+        return lambda args: func(args, _settings(args), _print)
+
+    gallery_cli.add_commands(sub, model_opts, run)
+    gallery_cli.add_identify(ev, run)
 
     dt = sub.add_parser("detect", help="count faces in images")
     dt.add_argument("images", nargs="+")

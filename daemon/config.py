@@ -80,11 +80,25 @@ class EmbedderConfig(BaseModel):
         return v
 
 
+class GalleryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path | None = Field(None, description="Gallery file used by commands that take --gallery.")
+    min_face_px: float = Field(40.0, ge=0, description="Reference photos: smallest face side in pixels.")
+    min_blur: float = Field(15.0, ge=0, description="Reference photos: lowest Laplacian variance of the "
+                            "aligned face (lower is blurrier).")
+    min_prob: float = Field(0.95, ge=0, le=1, description="Reference photos: lowest detection probability.")
+    target_far: float = Field(1e-3, gt=0, lt=1, description="False accept rate calibration aims for.")
+    matcher: Literal["centroid", "svm"] = Field("centroid", description="Matcher: centroid cosine or linear SVM.")
+    augment: bool = Field(False, description="SVM: interpolate embeddings to balance small classes.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACESTREAM_", env_nested_delimiter="__", extra="forbid")
 
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Face detector settings.")
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig, description="Embedding model settings.")
+    gallery: GalleryConfig = Field(default_factory=GalleryConfig, description="Gallery building and matching.")
     cache_dir: Path = Field(default_factory=default_cache_dir,
                             description="Where cached embeddings and exported models live.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")

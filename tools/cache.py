@@ -43,14 +43,21 @@ def default_cache_dir() -> Path:
 class EmbeddingCache:
     """Thin wrapper over the SQLite file; ``None`` path means in-memory (no persistence)."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, conn: sqlite3.Connection | None = None) -> None:
+        if conn is not None:
+            self.conn = conn  # shared with its owner (a gallery file), which set up the schema
+            return
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self.conn = sqlite3.connect(str(path) if path else ":memory:")
-        if path is not None:
-            os.chmod(path, 0o600)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.executescript(SCHEMA)
+
+    @classmethod
+    def from_connection(cls, conn: sqlite3.Connection) -> EmbeddingCache:
+        return cls(None, conn)
 
     @staticmethod
     def key(sha256: str, context: str) -> str:

@@ -48,7 +48,11 @@ def select_face(dets: list[Detection], shape: tuple[int, ...], policy: str) -> t
         cy, cx = shape[0] / 2.0, shape[1] / 2.0
         big = dets[0].area
         cands = [d for d in dets if d.area >= 0.25 * big]
-        return min(cands, key=lambda d: ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2), ""
+
+        def off_centre(d: Detection) -> float:
+            return ((d.box[0] + d.box[2]) / 2 - cx) ** 2 + ((d.box[1] + d.box[3]) / 2 - cy) ** 2
+
+        return min(cands, key=off_centre), ""
     if policy == "dominant":
         if dets[0].area >= 2.0 * dets[1].area:
             return dets[0], ""

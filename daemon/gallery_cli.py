@@ -1,0 +1,220 @@
+"""``facestream gallery ...`` and ``facestream eval identify``: argument wiring only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from daemon.config import Settings
+
+
+def _gallery_path(args: argparse.Namespace, settings: Settings) -> Path:
+    path = getattr(args, "gallery", None) or settings.gallery.path
+    if not path:
+        raise ValueError("no gallery given: pass --gallery FILE or set gallery.path in the config")
+    return Path(path)
+
+
+def _model_of(model_id: str) -> tuple[str, bool]:
+    """Split a stored model id (``dlib-resnet-v1@1:flip``) into the embedder name and flip flag."""
+    return model_id.split("@", 1)[0], model_id.endswith(":flip")
+
+
+def _engine_for(settings: Settings, model_id: str | None, cache, policy: str):
+    from daemon.cli import _still_engine
+
+    if model_id:
+        name, flip = _model_of(model_id)
+        settings = settings.model_copy(update={"embedder": settings.embedder.model_copy(
+            update={"model": name, "flip": flip})})
+    return _still_engine(settings, policy, cache)
+
+
+def _gates(settings: Settings):
+    from tools.gallery_build import QualityGates
+
+    g = settings.gallery
+    return QualityGates(g.min_face_px, g.min_blur, g.min_prob)
+
+
+def cmd_build(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from tools.gallery_build import build, collect_sources
+    from tools.gallery_db import Gallery
+
+    from models.embedder import embedder_model_id
+    from models.registry import get_spec
+
+    sources = collect_sources(args.source, args.role)
+    e = settings.embedder
+    gallery = Gallery.create(args.out, embedder_model_id(e.model, e.flip), get_spec(e.model).dim)
+    engine = _engine_for(settings, None, gallery.cache(), "dominant")
+    report = Path(args.report) if args.report else None
+    result = build(engine, gallery, sources, _gates(settings), report)
+    if not args.json:
+        for row in result["skipped_files"]:
+            print(f"skipped {row['path']} ({row['identity']}): {row['reason']}")
+        result = {k: v for k, v in result.items() if k != "skipped_files"}
+    out(result, args.json)
+    return 0
+
+
+def cmd_add(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from tools.gallery_build import enrol
+    from tools.gallery_db import Gallery
+
+    gallery = Gallery.open(_gallery_path(args, settings))
+    engine = _engine_for(settings, gallery.model_id, gallery.cache(), "dominant")
+    result = enrol(engine, gallery, args.name, [Path(p) for p in args.images], _gates(settings))
+    out(result, args.json)
+    return 0 if result["added"] else 1
+
+
+def cmd_remove(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from tools.gallery_db import Gallery
+
+    gallery = Gallery.open(_gallery_path(args, settings))
+    out({"removed": args.name, "templates": gallery.remove(args.name)}, args.json)
+    return 0
+
+
+def cmd_rename(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from tools.gallery_db import Gallery
+
+    Gallery.open(_gallery_path(args, settings)).rename(args.old, args.new)
+    out({"renamed": args.old, "to": args.new}, args.json)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from tools.gallery_db import Gallery
+
+    people = Gallery.open(_gallery_path(args, settings)).identities()
+    rows = [{"identity": p.name, "templates": len(p.paths), "outliers": int(p.outlier.sum())} for p in people]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for r in rows:
+            print(f"{r['identity']:<32} {r['templates']:>4} template(s)  {r['outliers']} outlier(s)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from tools.gallery_db import Gallery
+
+    out(Gallery.open(_gallery_path(args, settings)).info(), args.json)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from tools.gallery_build import export
+    from tools.gallery_db import Gallery
+
+    npz, meta = export(Gallery.open(_gallery_path(args, settings)), Path(args.out))
+    out({"npz": str(npz), "json": str(meta)}, args.json)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from tools.calibrate import calibrate, save_calibration_png
+    from tools.gallery_db import Gallery
+
+    gallery = Gallery.open(args.gallery_file)
+    people = gallery.identities()
+    target = args.target_far if args.target_far is not None else settings.gallery.target_far
+    figures = calibrate(people, target)
+    gallery.set_calibration(figures["threshold"], figures["margin"], figures)
+    if args.roc_png:
+        save_calibration_png(args.roc_png, people)
+    out(figures, args.json)
+    return 0
+
+
+def cmd_identify(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from pipeline.match import make_matcher
+    from tools.cache import EmbeddingCache
+    from tools.gallery_build import collect_sources
+    from tools.gallery_db import Gallery
+    from tools.identify import run_identify
+
+    gallery = Gallery.open(_gallery_path(args, settings))
+    people = gallery.identities()
+    if not people:
+        raise ValueError(f"gallery {gallery.path} has no identities")
+    kind = args.matcher or settings.gallery.matcher
+    matcher = make_matcher(kind, people, augment=settings.gallery.augment)
+    threshold = args.threshold if args.threshold is not None else gallery.threshold
+    margin = args.margin if args.margin is not None else gallery.margin
+    if threshold is None:
+        threshold = 0.5 if kind == "svm" else 0.9
+    probes = collect_sources(args.probes, args.role)
+    engine = _engine_for(settings, gallery.model_id, EmbeddingCache(settings.cache_dir / "embeddings.sqlite"),
+                         "largest")
+    result = run_identify(engine, matcher, set(gallery.names()), probes, float(threshold), float(margin),
+                          Path(args.report) if args.report else None)
+    out(result, args.json)
+    return 0
+
+
+def add_commands(sub: Any, model_opts: Callable[[argparse.ArgumentParser], None],
+                 run: Callable[..., Callable[[argparse.Namespace], int]]) -> None:
+    """Register ``gallery`` subcommands and ``eval identify`` (given the ``eval`` subparsers)."""
+    gal = sub.add_parser("gallery", help="build and edit identity galleries").add_subparsers(
+        dest="action", required=True)
+
+    def common(sp: argparse.ArgumentParser, gallery_opt: bool = True) -> None:
+        if gallery_opt:
+            sp.add_argument("--gallery", help="gallery file (default: gallery.path from the config)")
+        sp.add_argument("--json", action="store_true")
+
+    b = gal.add_parser("build", help="build a gallery from a folder per identity or a CSV")
+    b.add_argument("source", help="folder of identity folders, or CSV filename,identity[,role]")
+    b.add_argument("--out", required=True, help="gallery file to create or rebuild")
+    b.add_argument("--role", help="with a CSV: only rows whose role column equals this")
+    b.add_argument("--report", help="folder for skipped.csv, mislabelled.csv, close_identities.csv")
+    model_opts(b)
+    common(b, gallery_opt=False)
+    b.set_defaults(func=run(cmd_build))
+    a = gal.add_parser("add", help="enrol photos of one person (no rebuild)")
+    a.add_argument("name")
+    a.add_argument("images", nargs="+")
+    common(a)
+    a.set_defaults(func=run(cmd_add))
+    r = gal.add_parser("remove", help="erase a person, their templates and cached embeddings")
+    r.add_argument("name")
+    common(r)
+    r.set_defaults(func=run(cmd_remove))
+    rn = gal.add_parser("rename", help="rename a person")
+    rn.add_argument("old")
+    rn.add_argument("new")
+    common(rn)
+    rn.set_defaults(func=run(cmd_rename))
+    for name, func, text in (("list", cmd_list, "enrolled people"), ("info", cmd_info, "counts, model, calibration")):
+        sp = gal.add_parser(name, help=text)
+        common(sp)
+        sp.set_defaults(func=run(func))
+    ex = gal.add_parser("export", help="write PREFIX.npz and PREFIX.json for other tools")
+    ex.add_argument("--out", required=True, help="output prefix")
+    common(ex)
+    ex.set_defaults(func=run(cmd_export))
+    c = gal.add_parser("calibrate", help="choose threshold and margin for a target false accept rate")
+    c.add_argument("gallery_file")
+    c.add_argument("--target-far", type=float)
+    c.add_argument("--roc-png")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=run(cmd_calibrate))
+
+
+def add_identify(ev: Any, run: Callable[..., Callable[[argparse.Namespace], int]]) -> None:
+    i = ev.add_parser("identify", help="top-1/top-5 and open-set TAR/FAR of a gallery on probe photos")
+    i.add_argument("--gallery", help="gallery file")
+    i.add_argument("--probes", required=True, help="folder per identity, or CSV filename,identity[,role]")
+    i.add_argument("--role", help="with a CSV: only rows whose role column equals this")
+    i.add_argument("--report", help="folder for predictions.csv, per_identity.csv, failed.csv and plots")
+    i.add_argument("--matcher", choices=["centroid", "svm"])
+    i.add_argument("--threshold", type=float, help="override the gallery's calibrated threshold")
+    i.add_argument("--margin", type=float, help="override the gallery's calibrated margin")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=run(cmd_identify))

@@ -1,0 +1,266 @@
+"""Event sinks: where (topic, body) events go once the pipeline has built them.
+
+The body schema is owned by the events module; sinks only serialise it (compact JSON, UTF-8 kept).
+No sink may stall the pipeline: the ZeroMQ publisher never blocks and counts what it had to drop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, Self, TextIO
+
+import structlog
+import zmq
+
+DEFAULT_ADDR = "tcp://127.0.0.1:5556"
+_ADDR = re.compile(r"^(tcp|ipc|inproc)://\S+$")
+
+log = structlog.get_logger(__name__)
+
+
+def dumps(body: dict[str, Any]) -> str:
+    """Compact JSON, keys in the order the producer built them, non-ASCII kept as is."""
+    return json.dumps(body, sort_keys=False, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    return dumps(body).encode("utf-8")
+
+
+def _check(topic: str, body: dict[str, Any]) -> None:
+    if not isinstance(topic, str) or not topic:
+        raise ValueError(f"event topic must be a non-empty string, got {topic!r}")
+    if not isinstance(body, dict):
+        raise ValueError(f"event body must be a dict, got {type(body).__name__}")
+
+
+def _check_addr(addr: str) -> None:
+    if not isinstance(addr, str) or not _ADDR.match(addr):
+        raise ValueError(f"ZeroMQ address must look like tcp://HOST:PORT (or ipc://, inproc://), got {addr!r}")
+
+
+class EventSink(Protocol):
+    def send(self, topic: str, body: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ZmqPublisher:
+    """A PUB socket bound to ``addr``; each event is a two-part message [topic, JSON body].
+
+    ``send`` never blocks. PUB drops messages for a subscriber whose queue is at ``hwm`` silently
+    (by design, so one stuck subscriber cannot starve the others); ``dropped`` counts the drops
+    ZeroMQ does report (EAGAIN), so it is a lower bound. Bind to port ``*`` for a free port and
+    read the real one from ``endpoint``.
+    """
+
+    def __init__(self, addr: str = DEFAULT_ADDR, hwm: int = 1000, context: zmq.Context | None = None) -> None:
+        _check_addr(addr)
+        if hwm < 1:
+            raise ValueError(f"hwm must be >= 1, got {hwm}")
+        self.sent = 0
+        self.dropped = 0
+        self._lock = threading.Lock()  # ZeroMQ sockets are not thread-safe
+        self._sock: zmq.Socket | None = (context or zmq.Context.instance()).socket(zmq.PUB)
+        self._sock.setsockopt(zmq.SNDHWM, hwm)
+        self._sock.setsockopt(zmq.LINGER, 1000)
+        try:
+            self._sock.bind(addr)
+        except zmq.ZMQError as e:
+            self._sock.close(linger=0)
+            raise ValueError(f"cannot bind event publisher to {addr}: {e}") from e
+        self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def send(self, topic: str, body: dict[str, Any]) -> bool:
+        """Queue one event; False when ZeroMQ refused it (counted in ``dropped``)."""
+        _check(topic, body)
+        data = encode(body)
+        with self._lock:
+            if self._sock is None:
+                raise RuntimeError("event publisher is closed")
+            try:
+                self._sock.send_multipart([topic.encode("utf-8"), data], flags=zmq.NOBLOCK)
+            except zmq.Again:
+                self.dropped += 1
+                return False
+            self.sent += 1
+            return True
+
+    def close(self, linger_ms: int = 1000) -> None:
+        """Close the socket, giving queued events up to ``linger_ms`` to leave."""
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close(linger=linger_ms)
+                self._sock = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class JsonlSink:
+    """Appends one JSON line per event, ``{"topic": ..., "event": {...}}``, flushed as it is written.
+
+    The file is created with mode 0600: events name people. ``close`` fsyncs.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        p = Path(path).expanduser()
+        if not p.parent.is_dir():
+            raise ValueError(f"event log directory does not exist: {p.parent}")
+        if p.is_dir():
+            raise ValueError(f"event log path is a directory: {p}")
+        self.path = p
+        self._lock = threading.Lock()
+        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._file: TextIO | None = os.fdopen(fd, "a", encoding="utf-8")
+
+    def send(self, topic: str, body: dict[str, Any]) -> None:
+        _check(topic, body)
+        line = dumps({"topic": topic, "event": body})
+        with self._lock:
+            if self._file is None:
+                raise RuntimeError(f"event log {self.path} is closed")
+            self._file.write(line + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+                self._file = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class StdoutSink:
+    """One readable line per event: time, topic, source, then identity and score when present."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, topic: str, body: dict[str, Any]) -> None:
+        _check(topic, body)
+        with self._lock:
+            stream = self._stream or sys.stdout
+            stream.write(format_event(topic, body) + "\n")
+            stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+def format_event(topic: str, body: dict[str, Any]) -> str:
+    """``2025-11-24 21:30:01.123 face.identified source=cam0 identity=obama score=0.912``."""
+    t = body.get("time")
+    if isinstance(t, int | float) and not isinstance(t, bool):
+        stamp = datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    elif isinstance(t, str):
+        stamp = t
+    else:
+        stamp = datetime.fromtimestamp(time.time()).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    parts = [stamp, topic]
+    if "source" in body:
+        parts.append(f"source={body['source']}")
+    if body.get("identity") is not None:
+        parts.append(f"identity={body['identity']}")
+    score = body.get("score")
+    if isinstance(score, int | float) and not isinstance(score, bool):
+        parts.append(f"score={score:.3f}")
+    return " ".join(parts)
+
+
+class Subscriber:
+    """A SUB socket connected to a publisher; iterate it for (topic, body) events.
+
+    ``timeout_s`` bounds each wait: iteration ends after that long without an event (None: wait
+    forever). Messages that are not [topic, JSON object] are skipped and logged.
+    """
+
+    def __init__(self, addr: str = DEFAULT_ADDR, topics: tuple[str, ...] | list[str] = (),
+                 timeout_s: float | None = None, context: zmq.Context | None = None) -> None:
+        _check_addr(addr)
+        if timeout_s is not None and timeout_s < 0:
+            raise ValueError(f"timeout_s must be >= 0, got {timeout_s}")
+        if isinstance(topics, str):
+            raise ValueError(f"topics must be a list of topic prefixes, got the string {topics!r}")
+        self.timeout_s = timeout_s
+        self._sock: zmq.Socket | None = (context or zmq.Context.instance()).socket(zmq.SUB)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        for t in topics or ("",):  # a prefix match; "" is every topic
+            self._sock.setsockopt(zmq.SUBSCRIBE, t.encode("utf-8"))
+        try:
+            self._sock.connect(addr)
+        except zmq.ZMQError as e:
+            self._sock.close()
+            raise ValueError(f"cannot connect to event publisher at {addr}: {e}") from e
+        self._ended = False
+
+    def recv(self, timeout_s: float | None = None) -> tuple[str, dict[str, Any]] | None:
+        """The next event, or None after ``timeout_s`` seconds without one (None: wait forever)."""
+        if self._sock is None:
+            raise RuntimeError("subscriber is closed")
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._sock.poll(None if left is None else int(left * 1000)):
+                return None
+            parts = self._sock.recv_multipart()
+            event = _decode(parts)
+            if event is not None:
+                return event
+            log.warning("event_malformed", parts=len(parts))
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> tuple[str, dict[str, Any]]:
+        event = None if self._ended else self.recv(self.timeout_s)
+        if event is None:
+            self._ended = True
+            raise StopIteration
+        return event
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _decode(parts: list[bytes]) -> tuple[str, dict[str, Any]] | None:
+    if len(parts) != 2:
+        return None
+    try:
+        topic = parts[0].decode("utf-8")
+        body = json.loads(parts[1])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return (topic, body) if isinstance(body, dict) else None
+
+
+def subscribe(addr: str = DEFAULT_ADDR, topics: tuple[str, ...] | list[str] = (),
+              timeout_s: float | None = None) -> Subscriber:
+    """Connect to a publisher (``facestream events``); the result iterates (topic, body) pairs."""
+    return Subscriber(addr, topics, timeout_s)

@@ -1,0 +1,128 @@
+"""Matchers: top-k (identity, score) for embeddings, and the accept rule (threshold + margin).
+
+Centroid cosine is the default: adding a person is one row, no retraining. The linear SVM is an
+option for galleries with many photos per person; its scores are calibrated probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from tools.gallery_db import Identity
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Top-k candidates for one face and the decision taken on them."""
+
+    candidates: list[tuple[str, float]]
+    identity: str | None
+    score: float
+    margin: float
+
+
+class Matcher(Protocol):
+    kind: str
+
+    def topk(self, vecs: np.ndarray, k: int) -> list[list[tuple[str, float]]]: ...
+
+
+def decide(candidates: list[tuple[str, float]], threshold: float, margin: float) -> MatchResult:
+    """Accept top-1 when its score reaches ``threshold`` and beats top-2 by at least ``margin``."""
+    if not candidates:
+        return MatchResult([], None, 0.0, 0.0)
+    s1 = candidates[0][1]
+    s2 = candidates[1][1] if len(candidates) > 1 else -1.0
+    gap = s1 - s2
+    ok = s1 >= threshold and gap >= margin
+    return MatchResult(candidates, candidates[0][0] if ok else None, s1, gap)
+
+
+def _topk_from_scores(scores: np.ndarray, names: list[str], k: int) -> list[list[tuple[str, float]]]:
+    k = min(k, len(names))
+    if k == 0:
+        return [[] for _ in range(len(scores))]
+    idx = np.argsort(-scores, axis=1)[:, :k]
+    return [[(names[j], float(row[j])) for j in cols] for row, cols in zip(scores, idx, strict=True)]
+
+
+class CentroidMatcher:
+    """Cosine similarity to each identity's L2-normalised centroid."""
+
+    kind = "centroid"
+
+    def __init__(self, people: list[Identity]) -> None:
+        self.names = [p.name for p in people]
+        self.centroids = (np.stack([p.centroid for p in people]).astype(np.float32) if people
+                          else np.zeros((0, 1), np.float32))
+
+    def scores(self, vecs: np.ndarray) -> np.ndarray:
+        if not self.names:
+            return np.zeros((len(vecs), 0), np.float32)
+        return vecs @ self.centroids.T
+
+    def topk(self, vecs: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        return _topk_from_scores(self.scores(vecs), self.names, k)
+
+
+def interpolate_augment(vecs: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray:
+    """Embedding-level augmentation: new unit vectors on segments between two templates of a class."""
+    if len(vecs) >= target:
+        return vecs
+    extra = []
+    for _ in range(target - len(vecs)):
+        if len(vecs) == 1:
+            v = vecs[0] + rng.normal(0, 0.02, vecs.shape[1])
+        else:
+            i, j = rng.choice(len(vecs), 2, replace=False)
+            t = rng.uniform(0.2, 0.8)
+            v = t * vecs[i] + (1 - t) * vecs[j]
+        extra.append(v / np.linalg.norm(v))
+    return np.vstack([vecs, np.asarray(extra, dtype=np.float32)])
+
+
+class SvmMatcher:
+    """Linear SVM over all kept templates, class_weight balanced, with calibrated probabilities."""
+
+    kind = "svm"
+
+    def __init__(self, people: list[Identity], augment: bool = False, seed: int = 0) -> None:
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.svm import LinearSVC
+
+        if len(people) < 2:
+            raise ValueError("the SVM matcher needs at least 2 identities")
+        rng = np.random.default_rng(seed)
+        most = max(int((~p.outlier).sum()) for p in people)
+        xs, ys = [], []
+        for label, p in enumerate(people):
+            v = p.templates[~p.outlier] if (~p.outlier).any() else p.templates
+            if augment:
+                v = interpolate_augment(v, most, rng)
+            elif len(v) < 2:
+                v = interpolate_augment(v, 2, rng)
+            xs.append(v)
+            ys += [label] * len(v)
+        x, y = np.vstack(xs), np.asarray(ys)
+        folds = int(min(3, np.bincount(y).min()))
+        base = LinearSVC(C=1.0, class_weight="balanced", max_iter=10000)
+        self.model = CalibratedClassifierCV(base, cv=max(2, folds), method="sigmoid")
+        self.model.fit(x, y)
+        self.names = [p.name for p in people]
+
+    def topk(self, vecs: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        probs = self.model.predict_proba(vecs)
+        full = np.zeros((len(vecs), len(self.names)), np.float64)
+        full[:, self.model.classes_] = probs
+        return _topk_from_scores(full, self.names, k)
+
+
+def make_matcher(kind: str, people: list[Identity], augment: bool = False) -> Matcher:
+    if kind == "centroid":
+        return CentroidMatcher(people)
+    if kind == "svm":
+        return SvmMatcher(people, augment=augment)
+    raise ValueError(f"matcher must be 'centroid' or 'svm', got {kind!r}")

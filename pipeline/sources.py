@@ -1,0 +1,301 @@
+"""Video sources: one capture thread per file, camera or stream, feeding a queue the pipeline owns.
+
+A file is analysed deterministically: every decoded frame is delivered, in order, and a full queue
+blocks the reader (back-pressure). A live source (camera, RTSP, HTTP) must never fall behind real
+time: it keeps at most one frame of its own in the queue, always the newest, and counts the frames it
+replaced as dropped. A live source whose stream fails reconnects with backoff until it is stopped.
+
+RTSP/HTTP options: ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` is process-global, so it is never set here. When
+it is unset OpenCV already asks FFmpeg to prefer TCP for RTSP (``rtsp_flags=prefer_tcp``); the open and
+read timeouts are set per capture with ``CAP_PROP_OPEN_TIMEOUT_MSEC``/``CAP_PROP_READ_TIMEOUT_MSEC``.
+An operator who needs other FFmpeg options can still export the variable before starting the daemon.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+import cv2
+import numpy as np
+import structlog
+
+from pipeline.types import Frame, SourceStatus
+
+SourceKind = Literal["file", "camera", "rtsp", "http"]
+Message = Frame | SourceStatus
+
+_SCHEMES: dict[str, SourceKind] = {"rtsp": "rtsp", "rtsps": "rtsp", "http": "http", "https": "http", "file": "file"}
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_PUT_TICK_S = 0.05  # how often a blocked put re-checks stop()
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What to open. ``uri`` is a file path for files (``file://`` is unwrapped), the digits of a camera
+    index, or the stream URL; it is left out of the repr so stream passwords do not reach logs."""
+
+    id: str
+    uri: str = field(repr=False)
+    kind: SourceKind
+    live: bool
+
+    @property
+    def display_uri(self) -> str:
+        return redact(self.uri)
+
+
+def redact(uri: str) -> str:
+    """The URI with any password in its user-info replaced by ``***``."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
+def parse_source(uri: str, source_id: str | None = None) -> SourceSpec:
+    """Classify ``uri`` and check what can be checked before opening: the scheme, a URL's host, and
+    that a file exists. The default id is the file's stem, ``cameraN``, or the URL's host and path."""
+    text = uri.strip()
+    if not text:
+        raise ValueError("source URI is empty")
+    if source_id is not None and (not source_id or any(c.isspace() or not c.isprintable() for c in source_id)):
+        raise ValueError(f"source id must be non-empty and without whitespace, got {source_id!r}")
+    if text.isdigit():
+        return SourceSpec(source_id or f"camera{int(text)}", text, "camera", True)
+    m = _SCHEME.match(text)
+    if m is None:
+        return _file_spec(Path(text).expanduser(), source_id)
+    scheme = m.group(1).lower()
+    kind = _SCHEMES.get(scheme)
+    if kind is None:
+        raise ValueError(f"unknown source scheme {scheme + '://'!r} in {redact(text)!r}: "
+                         "use a video file path, a camera index, rtsp://, http:// or https://")
+    parts = urlsplit(text)
+    if kind == "file":
+        return _file_spec(Path(unquote(parts.path)), source_id)
+    if not parts.hostname:
+        raise ValueError(f"{scheme}:// URL has no host: {redact(text)!r}")
+    default_id = parts.hostname + (f":{parts.port}" if parts.port else "") + parts.path.rstrip("/")
+    return SourceSpec(source_id or default_id, text, kind, True)
+
+
+def _file_spec(path: Path, source_id: str | None) -> SourceSpec:
+    if not path.is_file():
+        raise ValueError(f"video file not found: {path}")
+    default_id = "_".join(path.stem.split()) or "file"
+    return SourceSpec(source_id or default_id, str(path), "file", False)
+
+
+class VideoSource:
+    """Reads one source on its own daemon thread and puts ``Frame``/``SourceStatus`` messages on ``out``.
+
+    ``live`` overrides the spec (a file read as if it were a camera exercises the drop policy);
+    ``realtime`` paces reads at the stream's fps, as a camera would deliver them; ``max_frames`` ends
+    the source with an 'eof' status after that many frames. Frame indices keep counting across
+    reconnects, so they stay unique per source. ``out`` must be a FIFO ``queue.Queue``: a live source
+    replaces its pending frame under the queue's own lock, so a consumer never sees a stale frame.
+    """
+
+    def __init__(self, spec: SourceSpec, out: queue.Queue[Message], *, live: bool | None = None,
+                 max_frames: int | None = None, realtime: bool = False, retry_initial_s: float = 0.5,
+                 retry_max_s: float = 2.0, io_timeout_s: float = 5.0) -> None:
+        if not isinstance(out, queue.Queue) or isinstance(out, queue.LifoQueue | queue.PriorityQueue):
+            raise ValueError(f"out must be a FIFO queue.Queue, got {type(out).__name__}")
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        if not 0 < retry_initial_s <= retry_max_s:
+            raise ValueError(f"need 0 < retry_initial_s <= retry_max_s, got {retry_initial_s} and {retry_max_s}")
+        if io_timeout_s <= 0:
+            raise ValueError(f"io_timeout_s must be > 0, got {io_timeout_s}")
+        self.spec = spec
+        self.live = spec.live if live is None else live
+        self.max_frames = max_frames
+        self.realtime = realtime
+        self.frames_read = 0
+        self.frames_dropped = 0
+        self._out = out
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._io_timeout_ms = int(io_timeout_s * 1000)
+        self._stop = threading.Event()
+        self._pending: Frame | None = None  # a live source's last frame put on the queue
+        self._last_pts = -math.inf
+        self._thread = threading.Thread(target=self._run, name=f"source-{spec.id}", daemon=True)
+
+    @property
+    def source_id(self) -> str:
+        return self.spec.id
+
+    def start(self) -> None:
+        if self._thread.ident is not None:
+            raise RuntimeError(f"source {self.spec.id!r} was already started")
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to exit; it notices within ~50 ms even while blocked on a full queue."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread; True when it has exited (or never started)."""
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # --- capture thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = self._retry_initial_s
+        while not self._stop.is_set():
+            before = self.frames_read
+            try:
+                end = self._open_and_read()
+            except Exception as e:  # cv2.error and the like: report it, never die silently
+                log.exception("source_failed", source=self.spec.id)
+                end = f"{type(e).__name__}: {e}"
+            if end in ("stopped", "done"):
+                return
+            if not self.live:
+                if end == "read failed":  # a file's read fails at its end
+                    self._status("eof", f"end of file after {self.frames_read} frames")
+                else:
+                    self._status("error", end)
+                return
+            if self.frames_read > before:
+                delay = self._retry_initial_s
+            self._status("error", end)
+            self._status("reconnecting", f"retry in {delay:g} s")
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 2, self._retry_max_s)
+
+    def _open_and_read(self) -> str:
+        """Open once and read until the stream ends; returns why: 'stopped', 'done' or a failure."""
+        cap = self._open()
+        if cap is None:
+            return f"cannot open {self.spec.display_uri}"
+        try:
+            w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+            h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            fps = float(cap.get(cv2.CAP_PROP_FPS))
+            fps = fps if math.isfinite(fps) and fps > 0 else 0.0
+            if not self._status("opened", f"width={w} height={h} fps={fps:.3f} kind={self.spec.kind}"):
+                return "stopped"
+            return self._read_loop(cap, fps)
+        finally:
+            cap.release()
+
+    def _open(self) -> cv2.VideoCapture | None:
+        kind = self.spec.kind
+        if kind == "camera":
+            cap = cv2.VideoCapture(int(self.spec.uri))
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # where the backend supports it: less latency
+        elif kind == "file":
+            cap = cv2.VideoCapture(self.spec.uri, cv2.CAP_FFMPEG)
+        else:
+            ms = self._io_timeout_ms
+            cap = cv2.VideoCapture(self.spec.uri, cv2.CAP_FFMPEG,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        if not cap.isOpened():
+            cap.release()
+            return None
+        return cap
+
+    def _read_loop(self, cap: cv2.VideoCapture, fps: float) -> str:
+        t0 = time.monotonic()
+        n = 0
+        while not self._stop.is_set():
+            if self.max_frames is not None and self.frames_read >= self.max_frames:
+                self._status("eof", f"max_frames={self.max_frames} reached")
+                return "done"
+            if self.realtime and fps > 0:
+                wait = t0 + n / fps - time.monotonic()
+                if wait > 0 and self._stop.wait(wait):
+                    return "stopped"
+            ok, bgr = cap.read()
+            if not ok or bgr is None:
+                return "read failed"
+            capture_time = time.time()
+            index = self.frames_read
+            n += 1
+            pts = None if self.live else self._pts(cap, index, fps)
+            frame = Frame(self.spec.id, index, pts, capture_time, _to_rgb(bgr), self.live)
+            self.frames_read += 1  # before the put: a consumer may rely on frames_read - 2 <= newest index
+            if self.live:
+                self._put_latest(frame)
+            elif not self._put(frame):
+                return "stopped"
+        return "stopped"
+
+    def _pts(self, cap: cv2.VideoCapture, index: int, fps: float) -> float | None:
+        """Seconds from the demuxer's timestamp; index/fps when that is missing or not increasing."""
+        pos = float(cap.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0
+        if not (math.isfinite(pos) and pos >= 0 and pos > self._last_pts):
+            if fps <= 0:
+                return None
+            pos = index / fps
+        self._last_pts = pos
+        return pos
+
+    def _put(self, msg: Message) -> bool:
+        """Blocking put that gives up when stopped; False then."""
+        while not self._stop.is_set():
+            try:
+                self._out.put(msg, timeout=_PUT_TICK_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _put_latest(self, frame: Frame) -> None:
+        """Replace this source's pending frame with ``frame`` atomically, under the queue's own lock.
+
+        The replaced frame counts as dropped. If the queue is full of other messages (statuses, other
+        sources' frames), ``frame`` itself is dropped: a live reader must not wait on a slow consumer.
+        """
+        q = self._out
+        with q.mutex:
+            items = q.queue
+            stale = 0
+            if self._pending is not None:
+                kept = [m for m in items if m is not self._pending]
+                stale = len(items) - len(kept)
+                if stale:
+                    items.clear()
+                    items.extend(kept)
+                    q.unfinished_tasks -= stale
+            self.frames_dropped += stale
+            if 0 < q.maxsize <= len(items):  # only possible when nothing was replaced
+                self.frames_dropped += 1
+                return
+            items.append(frame)
+            q.unfinished_tasks += 1
+            self._pending = frame
+            q.not_empty.notify()
+
+    def _status(self, status: str, detail: str) -> bool:
+        level = "warning" if status in ("error", "reconnecting") else "info"
+        getattr(log, level)("source_" + status, source=self.spec.id, detail=detail)
+        return self._put(SourceStatus(self.spec.id, status, detail, time.time(), self.frames_read,
+                                      self.frames_dropped))
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,260 @@
+"""The gallery file: one SQLite database of identities, templates, centroids and calibration.
+
+Schema-versioned (``PRAGMA user_version``), mode 0600, and every change is one transaction so a
+crash (even SIGKILL) leaves either the old or the new gallery. It also holds the embedding cache
+of its source photos, so rebuilding only embeds new files and removing a person erases them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tools.cache import SCHEMA as CACHE_SCHEMA
+from tools.cache import EmbeddingCache
+
+SCHEMA_VERSION = 1
+APP_ID = 0x46535447  # "FSTG": marks the file as a facestream gallery
+
+GALLERY_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE identities (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    centroid BLOB NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE templates (
+    id INTEGER PRIMARY KEY,
+    identity_id INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+    sha256 TEXT NOT NULL,
+    path TEXT NOT NULL,
+    vec BLOB NOT NULL,
+    prob REAL,
+    face_px REAL,
+    blur REAL,
+    outlier INTEGER NOT NULL DEFAULT 0,
+    added REAL NOT NULL
+);
+CREATE INDEX templates_identity ON templates(identity_id);
+"""
+
+
+class GalleryError(ValueError):
+    """The gallery file is missing, foreign, too new, or built with another model."""
+
+
+@dataclass
+class Identity:
+    """One enrolled person: centroid (unit vector) and all templates with their outlier flags."""
+
+    name: str
+    centroid: np.ndarray
+    templates: np.ndarray  # (n, D) unit vectors
+    outlier: np.ndarray  # (n,) bool
+    paths: list[str]
+    sha256s: list[str]
+    quality: list[dict] | None = None  # per template: prob, face_px, blur
+
+
+def _blob(v: np.ndarray) -> bytes:
+    return np.ascontiguousarray(v, dtype=np.float32).tobytes()
+
+
+def _vec(b: bytes) -> np.ndarray:
+    return np.frombuffer(b, dtype=np.float32).copy()
+
+
+class Gallery:
+    """Open with :meth:`create` or :meth:`open`; reads are cheap, writes are transactions."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+        self.conn.execute("PRAGMA foreign_keys = ON")
+
+    # ---- opening -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, model_id: str, dim: int) -> Gallery:
+        """Create a new gallery file, or open an existing one built with the same model."""
+        path = Path(path)
+        if path.exists():
+            return cls.open(path, model_id)
+        if not path.parent.is_dir():
+            raise GalleryError(f"cannot create gallery {path}: folder {path.parent} does not exist")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        now = time.time()
+        meta = {"model_id": model_id, "dim": str(dim), "created": str(now), "updated": str(now), "version": "0",
+                "threshold": "null", "margin": "0", "calibration": "null"}
+        values = ",".join(f"('{k}', '{v}')" for k, v in meta.items())
+        conn = sqlite3.connect(str(path))
+        try:
+            # One script, one transaction: the application id that marks a gallery lands last.
+            conn.executescript(f"BEGIN; {GALLERY_SCHEMA} {CACHE_SCHEMA} INSERT INTO meta(key, value) VALUES "
+                               f"{values}; PRAGMA user_version = {SCHEMA_VERSION}; "
+                               f"PRAGMA application_id = {APP_ID}; COMMIT;")
+        except sqlite3.Error:
+            conn.close()
+            path.unlink(missing_ok=True)
+            raise
+        g = cls(path, conn)
+        return g
+
+    @classmethod
+    def open(cls, path: str | Path, model_id: str | None = None) -> Gallery:
+        """Open an existing gallery; ``model_id`` (when given) must match the one it was built with."""
+        path = Path(path)
+        if not path.is_file():
+            raise GalleryError(f"gallery {path} does not exist")
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True)
+            app = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError:
+            raise GalleryError(f"{path} is not a facestream gallery") from None
+        if app != APP_ID:
+            conn.close()
+            raise GalleryError(f"{path} is not a facestream gallery")
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise GalleryError(f"gallery {path} has schema {version}, newer than this facestream supports "
+                               f"({SCHEMA_VERSION}); upgrade facestream")
+        g = cls(path, conn)
+        if model_id is not None and g.model_id != model_id:
+            conn.close()
+            raise GalleryError(f"gallery {path} was built with model {g.model_id}; this run uses {model_id} "
+                               "(pass --model to match, or build a new gallery)")
+        return g
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ---- metadata ------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    @property
+    def model_id(self) -> str:
+        return self.meta("model_id") or ""
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta("dim") or 0)
+
+    @property
+    def version(self) -> int:
+        """Incremented by every write: events name the gallery state they were matched against."""
+        return int(self.meta("version") or 0)
+
+    @property
+    def threshold(self) -> float | None:
+        return json.loads(self.meta("threshold") or "null")
+
+    @property
+    def margin(self) -> float:
+        return float(json.loads(self.meta("margin") or "0"))
+
+    @property
+    def calibration(self) -> dict | None:
+        return json.loads(self.meta("calibration") or "null")
+
+    def cache(self) -> EmbeddingCache:
+        """The embedding cache stored inside this gallery file."""
+        return EmbeddingCache.from_connection(self.conn)
+
+    def _touch(self, cur: sqlite3.Connection) -> None:
+        cur.execute("UPDATE meta SET value = ? WHERE key = 'updated'", (str(time.time()),))
+        cur.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'")
+
+    def set_calibration(self, threshold: float, margin: float, figures: dict) -> None:
+        with self.conn as cur:
+            cur.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", [
+                ("threshold", json.dumps(threshold)), ("margin", json.dumps(margin)),
+                ("calibration", json.dumps(figures)),
+            ])
+            self._touch(cur)
+
+    # ---- identities ----------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT name FROM identities ORDER BY name")]
+
+    def identities(self) -> list[Identity]:
+        out = []
+        for iid, name, centroid in self.conn.execute("SELECT id, name, centroid FROM identities ORDER BY name"):
+            rows = self.conn.execute(
+                "SELECT vec, outlier, path, sha256, prob, face_px, blur FROM templates WHERE identity_id = ? "
+                "ORDER BY id", (iid,)).fetchall()
+            vecs = np.stack([_vec(r[0]) for r in rows]) if rows else np.zeros((0, self.dim), np.float32)
+            out.append(Identity(name, _vec(centroid), vecs, np.array([bool(r[1]) for r in rows], dtype=bool),
+                                [r[2] for r in rows], [r[3] for r in rows],
+                                [{"prob": r[4], "face_px": r[5], "blur": r[6]} for r in rows]))
+        return out
+
+    def replace_identities(self, people: list[Identity], keep_others: bool) -> None:
+        """Write ``people`` (replacing same-named ones) in one transaction; drop the rest unless
+        ``keep_others``."""
+        now = time.time()
+        with self.conn as cur:
+            if not keep_others:
+                keep = {p.name for p in people}
+                cur.executemany("DELETE FROM identities WHERE name = ?",
+                                [(n,) for (n,) in cur.execute("SELECT name FROM identities") if n not in keep])
+            for p in people:
+                cur.execute("DELETE FROM identities WHERE name = ?", (p.name,))
+                iid = cur.execute("INSERT INTO identities(name, centroid, created, updated) VALUES (?, ?, ?, ?)",
+                                  (p.name, _blob(p.centroid), now, now)).lastrowid
+                cur.executemany(
+                    "INSERT INTO templates(identity_id, sha256, path, vec, prob, face_px, blur, outlier, added) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(iid, sha, path, _blob(v), q.get("prob"), q.get("face_px"), q.get("blur"), int(o), now)
+                     for v, o, path, sha, q in zip(p.templates, p.outlier, p.paths, p.sha256s,
+                                                   p.quality or [{}] * len(p.paths), strict=True)],
+                )
+            self._touch(cur)
+
+    def remove(self, name: str) -> int:
+        """Erase an identity, its templates and the cached embeddings of its photos; returns templates removed."""
+        row = self.conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise GalleryError(f"no identity named {name!r} in {self.path}")
+        shas = [r[0] for r in self.conn.execute("SELECT sha256 FROM templates WHERE identity_id = ?", (row[0],))]
+        with self.conn as cur:
+            cur.execute("DELETE FROM templates WHERE identity_id = ?", (row[0],))
+            cur.execute("DELETE FROM identities WHERE id = ?", (row[0],))
+            # A photo shared with another identity keeps its cache row (it is still in use).
+            still = {r[0] for r in cur.execute("SELECT DISTINCT sha256 FROM templates")}
+            cur.executemany("DELETE FROM faces WHERE sha256 = ?", [(s,) for s in shas if s not in still])
+            self._touch(cur)
+        return len(shas)
+
+    def rename(self, old: str, new: str) -> None:
+        if not new.strip():
+            raise GalleryError("the new name must not be empty")
+        with self.conn as cur:
+            if cur.execute("SELECT 1 FROM identities WHERE name = ?", (new,)).fetchone():
+                raise GalleryError(f"an identity named {new!r} already exists")
+            if cur.execute("UPDATE identities SET name = ?, updated = ? WHERE name = ?",
+                           (new, time.time(), old)).rowcount == 0:
+                raise GalleryError(f"no identity named {old!r} in {self.path}")
+            self._touch(cur)
+
+    def info(self) -> dict:
+        n_id = self.conn.execute("SELECT COUNT(*) FROM identities").fetchone()[0]
+        n_t, n_out = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(outlier), 0) FROM templates").fetchone()
+        return {
+            "path": str(self.path), "model": self.model_id, "dim": self.dim, "identities": n_id,
+            "templates": n_t, "outliers": int(n_out), "threshold": self.threshold, "margin": self.margin,
+            "version": self.version,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(self.meta("created") or 0))),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(self.meta("updated") or 0))),
+            "calibration": self.calibration,
+        }
