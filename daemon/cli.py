@@ -41,7 +41,7 @@ def _embedder(settings: Settings):
                          settings.cache_dir / "exports", e.batch_size, e.download)
 
 
-def _still_engine(settings: Settings, policy: str, cache=None):  # noqa: ANN001
+def _still_engine(settings: Settings, policy: str, cache=None):
     from models.detector import MTCNNDetector
     from tools.cache import EmbeddingCache
     from tools.faces import StillEmbedder

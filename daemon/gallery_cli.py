@@ -41,11 +41,10 @@ def _gates(settings: Settings):
 
 
 def cmd_build(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
-    from tools.gallery_build import build, collect_sources
-    from tools.gallery_db import Gallery
-
     from models.embedder import embedder_model_id
     from models.registry import get_spec
+    from tools.gallery_build import build, collect_sources
+    from tools.gallery_db import Gallery
 
     sources = collect_sources(args.source, args.role)
     e = settings.embedder

@@ -12,6 +12,11 @@ from pipeline.align import align_face
 from pipeline.types import Detection
 
 
+def embedder_model_id(name: str, flip: bool) -> str:
+    """The id stored with vectors: model version plus the flip option (both change the vectors)."""
+    return get_spec(name).model_id + (":flip" if flip else "")
+
+
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(n, 1e-12)).astype(np.float32)
@@ -47,7 +52,7 @@ class Embedder:
     @property
     def model_id(self) -> str:
         """Identifies the vectors this embedder produces (model version + flip option)."""
-        return self.spec.model_id + (":flip" if self.flip else "")
+        return embedder_model_id(self.spec.name, self.flip)
 
     def align(self, image: np.ndarray, detection: Detection) -> np.ndarray:
         return align_face(image, detection.landmarks, self.spec.template, self.spec.input_size)

@@ -78,7 +78,7 @@ def test_mode_variants_load_as_upright_rgb(tmp_path: Path, face_jpeg: bytes, det
 def test_folder_of_bad_inputs_reports_each_reason(bad_dir: Path, tmp_path: Path, face_jpeg: bytes,
                                                   detector, dlib_embedder) -> None:
     (tmp_path / "good.jpg").write_bytes(face_jpeg)
-    files = sorted(p for p in bad_dir.iterdir()) + [bad_dir / "missing.jpg", tmp_path / "good.jpg"]
+    files = [*sorted(p for p in bad_dir.iterdir()), bad_dir / "missing.jpg", tmp_path / "good.jpg"]
     engine = StillEmbedder(detector, dlib_embedder)
     results = {r.path.name: r for r in engine.embed_files(files)}
     reasons = {name: (r.reason or "").split(":")[0] for name, r in results.items()}
