@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daemon import gallery_cli
+from daemon import gallery_cli, run_cli
 from daemon.config import Settings, load_settings
 from daemon.logs import configure_logging
 
@@ -204,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gallery_cli.add_commands(sub, model_opts, run)
     gallery_cli.add_identify(ev, run)
+    run_cli.add_commands(sub, run)
 
     dt = sub.add_parser("detect", help="count faces in images")
     dt.add_argument("images", nargs="+")

@@ -93,12 +93,52 @@ class GalleryConfig(BaseModel):
     augment: bool = Field(False, description="SVM: interpolate embeddings to balance small classes.")
 
 
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    detect_every: int = Field(2, ge=1, description="Run the detector on every N-th frame of a source.")
+    detect_scale: float = Field(1.0, gt=0, le=1, description="Streams: detect on frames downscaled by this.")
+    min_face_size: int = Field(20, ge=8, description="Streams: smallest face side (px) the detector looks for.")
+    detect_batch: int = Field(4, ge=1, description="Detection frames per batch (file sources).")
+    queue_size: int = Field(8, ge=1, description="Bounded queue length between stages.")
+    iou_threshold: float = Field(0.3, gt=0, lt=1, description="Minimum IoU to continue a track.")
+    max_track_age: int = Field(15, ge=1, description="Frames a track survives unseen before it ends.")
+    refresh_every: int = Field(3, ge=1, description="Re-embed a track every N detections (when the face is good).")
+    scene_cut_threshold: float = Field(20.0, ge=0, description="Mean grey-level change (0-255) of a 32x18 "
+                                       "thumbnail that counts as a shot cut and ends all tracks (0 = off).")
+    min_embed_px: float = Field(32.0, ge=0, description="Smallest face side (px) worth embedding.")
+    vote_k: int = Field(2, ge=1, description="Matches of one identity among the last vote_n needed to claim it.")
+    vote_n: int = Field(5, ge=1, description="How many recent matches of a track the vote looks at.")
+    unknown_after: int = Field(3, ge=1, description="Unmatched embeddings before a track is reported unknown.")
+    cooldown_s: float = Field(10.0, ge=0, description="Seconds before the same identity is announced again on a "
+                              "source.")
+    stats_interval_s: float = Field(10.0, gt=0, description="Seconds between stats events.")
+    threshold: float | None = Field(None, description="Override the gallery's calibrated threshold.")
+    margin: float | None = Field(None, description="Override the gallery's calibrated top-1 - top-2 margin.")
+
+
+class SinksConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    zmq: str | None = Field("tcp://127.0.0.1:5556", description="ZeroMQ PUB bind address (empty: no ZeroMQ).")
+    zmq_hwm: int = Field(1000, ge=1, description="ZeroMQ high-water mark; beyond it events are dropped, not "
+                         "waited for.")
+    jsonl: Path | None = Field(None, description="Append events to this JSON-lines file (0600).")
+    stdout: bool = Field(False, description="Print a readable line per event.")
+    timeline_csv: Path | None = Field(None, description="File sources: per-identity timeline CSV written at the end.")
+    annotate_dir: Path | None = Field(None, description="File sources: write <source>.annotated.mp4 here.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACESTREAM_", env_nested_delimiter="__", extra="forbid")
 
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Face detector settings.")
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig, description="Embedding model settings.")
     gallery: GalleryConfig = Field(default_factory=GalleryConfig, description="Gallery building and matching.")
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Streaming pipeline settings.")
+    sinks: SinksConfig = Field(default_factory=SinksConfig, description="Where events go.")
+    sources: list[str] = Field(default_factory=list, description="Sources: file paths, camera indexes, rtsp:// "
+                               "or http(s):// URLs.")
     cache_dir: Path = Field(default_factory=default_cache_dir,
                             description="Where cached embeddings and exported models live.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")

@@ -108,7 +108,8 @@ class ZmqPublisher:
 
 
 class JsonlSink:
-    """Appends one JSON line per event, ``{"topic": ..., "event": {...}}``, flushed as it is written.
+    """Appends one JSON line per event (the body, with ``topic`` first when the body lacks it), flushed as
+    it is written, so the file can be tailed and parsed line by line while the daemon runs.
 
     The file is created with mode 0600: events name people. ``close`` fsyncs.
     """
@@ -126,7 +127,7 @@ class JsonlSink:
 
     def send(self, topic: str, body: dict[str, Any]) -> None:
         _check(topic, body)
-        line = dumps({"topic": topic, "event": body})
+        line = dumps(body if body.get("topic") == topic else {"topic": topic, **body})
         with self._lock:
             if self._file is None:
                 raise RuntimeError(f"event log {self.path} is closed")

@@ -51,3 +51,94 @@ class SourceStatus:
     time: float
     frames_read: int
     frames_dropped: int
+
+
+@dataclass(frozen=True)
+class DetectedFrame:
+    """A frame after the detect stage; ``detections`` is None on frames the detector skipped."""
+
+    frame: Frame
+    detections: tuple[Detection, ...] | None
+
+
+@dataclass(frozen=True)
+class TrackView:
+    """A track as it stands on one frame; ``detection`` is set when a face was matched to it here."""
+
+    track_id: int
+    box: tuple[float, float, float, float]
+    detection: Detection | None
+    first_frame: int
+    hits: int
+
+
+@dataclass(frozen=True)
+class EndedTrack:
+    """A track that has not been seen for longer than the tracker's maximum age (or whose source ended)."""
+
+    track_id: int
+    first_frame: int
+    last_frame: int
+    first_time: float
+    last_time: float
+    frames_seen: int
+
+
+@dataclass(frozen=True)
+class TrackedFrame:
+    """A frame with its tracks, the track ids to embed on it, and the tracks that ended."""
+
+    frame: Frame
+    tracks: tuple[TrackView, ...]
+    embed: tuple[int, ...]
+    ended: tuple[EndedTrack, ...]
+    scene_cut: bool = False  # a shot change ended every track before this frame
+
+
+@dataclass(frozen=True)
+class FaceEmbedding:
+    """One aligned face's unit embedding, for one track on one frame."""
+
+    track_id: int
+    vec: np.ndarray
+    detection: Detection
+    quality: float
+
+
+@dataclass(frozen=True)
+class EmbeddedFrame:
+    tracked: TrackedFrame
+    embeddings: tuple[FaceEmbedding, ...]
+
+
+@dataclass(frozen=True)
+class TrackDecision:
+    """The match stage's verdict for one embedded face of a track."""
+
+    track_id: int
+    detection: Detection
+    identity: str | None  # this embedding's own decision (threshold + margin)
+    score: float
+    margin: float
+    claimed: str | None  # identity the track holds after the k-of-n vote
+    newly_claimed: bool  # the vote just switched the track to ``claimed``
+    unknown: bool  # the track just became a confirmed unknown (reported once)
+
+
+@dataclass(frozen=True)
+class EndedTrackSummary:
+    ended: EndedTrack
+    identity: str | None
+    best_score: float
+
+
+@dataclass(frozen=True)
+class MatchedFrame:
+    tracked: TrackedFrame
+    decisions: tuple[TrackDecision, ...]
+    ended: tuple[EndedTrackSummary, ...]
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """Sentinel sent down the queues after the last message: each stage drains, passes it on, exits."""

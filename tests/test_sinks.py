@@ -120,12 +120,11 @@ def test_jsonl_sink_is_private_and_parses_line_by_line(tmp_path: Path) -> None:
         assert len(path.read_text(encoding="utf-8").splitlines()) == 20  # flushed per event
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     lines = path.read_text(encoding="utf-8").splitlines()
-    assert [(d["topic"], d["event"]) for d in map(json.loads, lines)] == sent
+    assert [(d.pop("topic"), d) for d in map(json.loads, lines)] == sent
     assert "Zoë" in lines[0]
     with JsonlSink(path) as sink:  # appends
         sink.send("track.lost", {"track": 3})
-    assert json.loads(path.read_text(encoding="utf-8").splitlines()[-1]) == {"topic": "track.lost",
-                                                                              "event": {"track": 3}}
+    assert json.loads(path.read_text(encoding="utf-8").splitlines()[-1]) == {"topic": "track.lost", "track": 3}
     with pytest.raises(RuntimeError, match=r"is closed$"):
         sink.send("track.lost", {})
 

@@ -115,7 +115,7 @@ class Gallery:
         if not path.is_file():
             raise GalleryError(f"gallery {path} does not exist")
         try:
-            conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True)
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
             app = conn.execute("PRAGMA application_id").fetchone()[0]
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError:
@@ -128,9 +128,9 @@ class Gallery:
             raise GalleryError(f"gallery {path} has schema {version}, newer than this facestream supports "
                                f"({SCHEMA_VERSION}); upgrade facestream")
         g = cls(path, conn)
-        if model_id is not None and g.model_id != model_id:
+        if model_id is not None and (built := g.model_id) != model_id:
             conn.close()
-            raise GalleryError(f"gallery {path} was built with model {g.model_id}; this run uses {model_id} "
+            raise GalleryError(f"gallery {path} was built with model {built}; this run uses {model_id} "
                                "(pass --model to match, or build a new gallery)")
         return g
 

@@ -1,0 +1,63 @@
+"""``facestream run`` and ``facestream events``: argument wiring for the daemon and a subscriber."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from daemon.config import Settings
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings, out: Any) -> int:
+    from daemon.runner import Daemon
+
+    sinks: dict[str, Any] = {}
+    if args.events_jsonl:
+        sinks["jsonl"] = Path(args.events_jsonl)
+    if args.zmq is not None:
+        sinks["zmq"] = args.zmq or None
+    if args.stdout:
+        sinks["stdout"] = True
+    if args.timeline_csv:
+        sinks["timeline_csv"] = Path(args.timeline_csv)
+    if args.annotate_dir:
+        sinks["annotate_dir"] = Path(args.annotate_dir)
+    update: dict[str, Any] = {}
+    if sinks:
+        update["sinks"] = settings.sinks.model_copy(update=sinks)
+    if args.source:
+        update["sources"] = list(args.source)
+    if update:
+        settings = settings.model_copy(update=update)
+    gallery = args.gallery or settings.gallery.path
+    return Daemon(settings, Path(gallery) if gallery else None).run()
+
+
+def cmd_events(args: argparse.Namespace, settings: Settings, out: Any) -> int:
+    from daemon.sinks import format_event, subscribe
+
+    addr = args.connect or settings.sinks.zmq or "tcp://127.0.0.1:5556"
+    with subscribe(addr, args.topic or (), timeout_s=args.timeout) as sub:
+        for topic, body in sub:
+            print(json.dumps(body) if args.json else format_event(topic, body), flush=True)
+    return 0
+
+
+def add_commands(sub: Any, run: Any) -> None:
+    r = sub.add_parser("run", help="run the streaming daemon")
+    r.add_argument("--source", action="append", help="file, camera index, rtsp:// or http(s):// URL (repeatable)")
+    r.add_argument("--gallery", help="gallery file to match against")
+    r.add_argument("--events-jsonl", help="append events to this JSON-lines file")
+    r.add_argument("--zmq", help="ZeroMQ PUB bind address ('' for none; default tcp://127.0.0.1:5556)")
+    r.add_argument("--stdout", action="store_true", help="print a readable line per event")
+    r.add_argument("--timeline-csv", help="file sources: write a per-identity timeline CSV at the end")
+    r.add_argument("--annotate-dir", help="file sources: write <source>.annotated.mp4 in this folder")
+    r.set_defaults(func=run(cmd_run))
+    e = sub.add_parser("events", help="subscribe to a daemon's events and print them")
+    e.add_argument("--connect", help="ZeroMQ address (default: sinks.zmq from the config)")
+    e.add_argument("--topic", action="append", help="topic prefix to keep (repeatable)")
+    e.add_argument("--timeout", type=float, help="exit after this many seconds without an event")
+    e.add_argument("--json", action="store_true", help="print raw JSON bodies")
+    e.set_defaults(func=run(cmd_events))

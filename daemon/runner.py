@@ -1,0 +1,197 @@
+"""Wiring of the streaming daemon: sources -> detect -> track -> embed -> match -> events -> sinks.
+
+One place starts and stops every thread. SIGINT/SIGTERM stop the sources, drain the queues, flush
+the sinks and exit 0; SIGHUP reloads the gallery atomically. With only file sources the daemon
+exits when they have all ended.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from daemon.config import Settings
+from daemon.outputs import Annotator, Timeline
+from daemon.sinks import JsonlSink, StdoutSink, ZmqPublisher
+from models.detector import DetectorSettings, MTCNNDetector
+from models.embedder import load_embedder
+from pipeline.detect import DetectStage
+from pipeline.embed import EmbedStage
+from pipeline.events import EventsStage
+from pipeline.match import CentroidMatcher, Matcher, TrackVoter, make_matcher
+from pipeline.match_stage import MatchStage
+from pipeline.sources import VideoSource, parse_source
+from pipeline.track import TrackStage
+from pipeline.types import Shutdown
+from tools.gallery_db import Gallery
+
+log = structlog.get_logger(__name__)
+DEFAULT_THRESHOLD = 0.9
+
+
+def _model_of(model_id: str) -> tuple[str, bool]:
+    return model_id.split("@", 1)[0], model_id.endswith(":flip")
+
+
+class Daemon:
+    """Build with settings (sources, gallery and sinks already resolved), then :meth:`run`."""
+
+    def __init__(self, settings: Settings, gallery_path: Path | None) -> None:
+        if not settings.sources:
+            raise ValueError("no sources: pass --source URI or set sources in the config")
+        self.settings = settings
+        p = settings.pipeline
+        if p.vote_k > p.vote_n:
+            raise ValueError(f"pipeline.vote_k ({p.vote_k}) must not exceed pipeline.vote_n ({p.vote_n})")
+        self.specs = [parse_source(uri) for uri in settings.sources]
+        ids = [s.id for s in self.specs]
+        if len(set(ids)) != len(ids):
+            self.specs = [parse_source(uri, f"{s.id}-{i}") for i, (uri, s) in enumerate(zip(settings.sources,
+                                                                                          self.specs, strict=True))]
+        self.gallery_path = gallery_path
+        matcher, threshold, margin, version, model_id = self._load_gallery()
+        e = settings.embedder
+        name, flip = _model_of(model_id) if model_id else (e.model, e.flip)
+        self.embedder = load_embedder(name, e.runtime, e.device, flip, e.weights_path, e.allow_cpu_fallback,
+                                      settings.cache_dir / "exports", e.batch_size, e.download)
+        d = settings.detector
+        self.detector = MTCNNDetector(DetectorSettings(p.min_face_size, tuple(d.thresholds), d.min_prob, d.factor,
+                                                       p.detect_scale, 0))
+        qs = p.queue_size
+        self.q_frames: queue.Queue[Any] = queue.Queue(max(qs, 2) * len(self.specs))
+        self.q_det: queue.Queue[Any] = queue.Queue(qs * 2)
+        self.q_track: queue.Queue[Any] = queue.Queue(qs * 2)
+        self.q_emb: queue.Queue[Any] = queue.Queue(qs * 2)
+        self.q_match: queue.Queue[Any] = queue.Queue(qs * 4)
+        self.sources = [VideoSource(s, self.q_frames) for s in self.specs]
+        self.sinks: list[Any] = []
+        s = settings.sinks
+        if s.jsonl:
+            self.sinks.append(JsonlSink(s.jsonl))
+        if s.zmq:
+            self.sinks.append(ZmqPublisher(s.zmq, s.zmq_hwm))
+        if s.stdout:
+            self.sinks.append(StdoutSink())
+        self.timeline = Timeline()
+        observers: list[Any] = [self.timeline]
+        self.annotator: Annotator | None = None
+        if s.annotate_dir:
+            self.annotator = Annotator(Path(s.annotate_dir), {})
+            observers.append(self.annotator)
+        self.detect = DetectStage(self.q_frames, self.q_det, self.detector, p.detect_every, p.detect_batch)
+        self.track = TrackStage(self.q_det, self.q_track, iou_threshold=p.iou_threshold, max_age=p.max_track_age,
+                                refresh_every=p.refresh_every, min_embed_px=p.min_embed_px,
+                                scene_cut_threshold=p.scene_cut_threshold)
+        self.embed = EmbedStage(self.q_track, self.q_emb, self.embedder)
+        self.match = MatchStage(self.q_emb, self.q_match, matcher, threshold, margin,
+                                TrackVoter(p.vote_k, p.vote_n, p.unknown_after), version)
+        self.events = EventsStage(self.q_match, self.sinks, self.embedder.model_id, lambda: self.match.gallery_version,
+                                  p.cooldown_s, self.stats, p.stats_interval_s, observers)
+        self.stages = [self.detect, self.track, self.embed, self.match, self.events]
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._started = 0.0
+
+    # ---- gallery ---------------------------------------------------------------------------
+    def _load_gallery(self) -> tuple[Matcher, float, float, int, str | None]:
+        p = self.settings.pipeline
+        if self.gallery_path is None:
+            log.warning("no_gallery_every_face_is_unknown")
+            return CentroidMatcher([]), p.threshold or DEFAULT_THRESHOLD, p.margin or 0.0, 0, None
+        g = Gallery.open(self.gallery_path)
+        try:
+            people = g.identities()
+            kind = self.settings.gallery.matcher
+            matcher = make_matcher(kind, people, self.settings.gallery.augment) if people else CentroidMatcher([])
+            threshold = p.threshold if p.threshold is not None else g.threshold
+            if threshold is None:
+                log.warning("gallery_not_calibrated_using_default_threshold", threshold=DEFAULT_THRESHOLD)
+                threshold = DEFAULT_THRESHOLD
+            margin = p.margin if p.margin is not None else g.margin
+            return matcher, float(threshold), float(margin), g.version, g.model_id
+        finally:
+            g.close()
+
+    def reload_gallery(self) -> None:
+        """Swap in the gallery as it is on disk now; a broken file leaves the old one in use."""
+        try:
+            matcher, threshold, margin, version, model_id = self._load_gallery()
+        except Exception as exc:
+            log.error("gallery_reload_failed", error=str(exc))
+            return
+        if model_id and model_id != self.embedder.model_id:
+            log.error("gallery_reload_refused_model_changed", gallery_model=model_id, running=self.embedder.model_id)
+            return
+        self.match.swap(matcher, threshold, margin, version)
+        log.info("gallery_reloaded", version=version)
+
+    # ---- stats -----------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        elapsed = max(1e-6, time.monotonic() - self._started)
+        zmq = next((s for s in self.sinks if isinstance(s, ZmqPublisher)), None)
+        return {
+            "uptime_s": round(elapsed, 1),
+            "fps": {st.name: round(st.processed / elapsed, 2) for st in self.stages},
+            "busy": {st.name: round(st.busy_s / elapsed, 3) for st in self.stages},
+            "queues": {"frames": self.q_frames.qsize(), "detected": self.q_det.qsize(), "tracked": self.q_track.qsize(),
+                       "embedded": self.q_emb.qsize(), "matched": self.q_match.qsize()},
+            "frames_read": sum(s.frames_read for s in self.sources),
+            "frames_dropped": sum(s.frames_dropped for s in self.sources),
+            "frames_detected": self.detect.frames_detected,
+            "faces_embedded": self.embed.faces_embedded,
+            "events_dropped_zmq": zmq.dropped if zmq else 0,
+        }
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def request_stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def request_reload(self, *_: Any) -> None:
+        self._reload.set()
+
+    def run(self, install_signals: bool = True) -> int:
+        if install_signals and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+            if hasattr(signal, "SIGHUP"):
+                signal.signal(signal.SIGHUP, self.request_reload)
+        self._started = time.monotonic()
+        for st in self.stages:
+            st.start()
+        for src in self.sources:
+            src.start()
+        log.info("daemon_started", sources=[s.display_uri for s in self.specs], model=self.embedder.model_id)
+        all_files = all(not s.live for s in self.specs)
+        while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload_gallery()
+            if all_files and not any(s.is_alive() for s in self.sources):
+                break
+            self._stop.wait(0.1)
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        for src in self.sources:
+            src.stop()
+        for src in self.sources:
+            src.join(10.0)
+        self.q_frames.put(Shutdown())
+        ok = all(st.join(120.0) for st in self.stages)
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:
+                log.error("sink_close_failed", sink=type(sink).__name__, error=str(exc))
+        if self.annotator:
+            self.annotator.close()
+        if self.settings.sinks.timeline_csv:
+            self.timeline.write(Path(self.settings.sinks.timeline_csv))
+        log.info("daemon_stopped", drained=ok, events=self.events.events_sent)
+        return 0 if ok else 1

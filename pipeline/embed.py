@@ -1,0 +1,42 @@
+"""Embed stage: align the faces the tracker asked for and embed them in one batch per frame.
+
+One batch per frame keeps a file's results independent of timing (deterministic analysis).
+"""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+import numpy as np
+
+from models.embedder import Embedder
+from pipeline.stage import Stage
+from pipeline.track import face_quality
+from pipeline.types import EmbeddedFrame, FaceEmbedding, SourceStatus, TrackedFrame
+
+
+class EmbedStage(Stage):
+    name = "embed"
+
+    def __init__(self, inq: queue.Queue[Any], outq: queue.Queue[Any], embedder: Embedder) -> None:
+        super().__init__(inq, outq)
+        self.embedder = embedder
+        self.faces_embedded = 0
+
+    def handle(self, msg: Any) -> None:
+        if isinstance(msg, SourceStatus):
+            self.emit(msg)
+            return
+        if not isinstance(msg, TrackedFrame):
+            raise ValueError(f"embed stage got an unexpected message {type(msg).__name__}")
+        if not msg.embed:
+            self.emit(EmbeddedFrame(msg, ()))
+            return
+        views = {v.track_id: v for v in msg.tracks}
+        dets = [(tid, views[tid].detection) for tid in msg.embed if views[tid].detection is not None]
+        chips = np.stack([self.embedder.align(msg.frame.image, d) for _, d in dets])  # type: ignore[arg-type]
+        vecs = self.embedder.embed(chips)
+        self.faces_embedded += len(vecs)
+        self.emit(EmbeddedFrame(msg, tuple(FaceEmbedding(tid, v, d, face_quality(d))  # type: ignore[arg-type]
+                                           for (tid, d), v in zip(dets, vecs, strict=True))))

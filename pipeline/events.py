@@ -1,0 +1,150 @@
+"""Events stage: turns matched frames into JSON events (``schema: 1``) and hands them to the sinks.
+
+Rules: a recognized event when a track's vote claims an identity, at most once per identity per
+source within the cooldown (so a track that flickers apart does not notify twice); an unknown
+event at most once per track; track.ended for every track; source.status passed through; stats
+periodically. Cooldowns use media time for files and capture time for live sources, so a file
+analysed twice yields the same events.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+
+from pipeline.stage import Stage
+from pipeline.track import frame_time
+from pipeline.types import Frame, MatchedFrame, SourceStatus, TrackDecision
+
+SCHEMA = 1
+
+
+class Sink(Protocol):
+    def send(self, topic: str, body: dict[str, Any]) -> Any: ...
+
+
+class FrameObserver(Protocol):
+    """Sees every processed frame with its decisions (timeline, annotated video)."""
+
+    def observe(self, msg: MatchedFrame, claims: dict[int, str | None]) -> None: ...
+
+    def source_ended(self, source_id: str) -> None: ...
+
+
+def _now() -> tuple[str, float]:
+    t = time.time()
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"), t
+
+
+def _r(x: float | None, nd: int = 4) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
+class EventsStage(Stage):
+    name = "events"
+
+    def __init__(self, inq: queue.Queue[Any], sinks: list[Sink], model_id: str,
+                 gallery_version: Callable[[], int], cooldown_s: float = 10.0,
+                 stats: Callable[[], dict[str, Any]] | None = None, stats_interval_s: float = 10.0,
+                 observers: list[FrameObserver] | None = None) -> None:
+        super().__init__(inq, None)
+        self.sinks = sinks
+        self.model_id = model_id
+        self.gallery_version = gallery_version
+        self.cooldown_s = cooldown_s
+        self.stats_fn = stats
+        self.stats_interval_s = stats_interval_s
+        self.observers = observers or []
+        self.events_sent = 0
+        self.latency_ms: deque[float] = deque(maxlen=2000)
+        self._last_recognized: dict[tuple[str, str], float] = {}
+        self._claims: dict[str, dict[int, str | None]] = {}
+        self._last_stats = time.monotonic()
+
+    def publish(self, topic: str, body: dict[str, Any]) -> None:
+        iso, epoch = _now()
+        full = {"schema": SCHEMA, "event_id": uuid.uuid4().hex, "topic": topic, "time": iso, "epoch": round(epoch, 3),
+                **body}
+        for s in self.sinks:
+            s.send(topic, full)
+        self.events_sent += 1
+
+    def handle(self, msg: Any) -> None:
+        if isinstance(msg, SourceStatus):
+            self.publish("source.status", {"source": msg.source_id, "status": msg.status, "detail": msg.detail,
+                                           "frames_read": msg.frames_read, "frames_dropped": msg.frames_dropped})
+            if msg.status in ("eof", "error"):
+                for o in self.observers:
+                    o.source_ended(msg.source_id)
+        elif isinstance(msg, MatchedFrame):
+            self._frame(msg)
+        else:
+            raise ValueError(f"events stage got an unexpected message {type(msg).__name__}")
+        self._maybe_stats()
+
+    def _face_body(self, frame: Frame, d: TrackDecision, identity: str | None) -> dict[str, Any]:
+        return {
+            "source": frame.source_id, "frame": frame.index, "pts": _r(frame.pts, 3), "track_id": d.track_id,
+            "identity": identity, "score": _r(d.score), "margin": _r(d.margin),
+            "bbox": [round(v, 1) for v in d.detection.box], "det_prob": _r(d.detection.prob),
+            "model": self.model_id, "gallery_version": self.gallery_version(),
+        }
+
+    def _frame(self, msg: MatchedFrame) -> None:
+        frame = msg.tracked.frame
+        src = frame.source_id
+        t = frame_time(frame)
+        claims = self._claims.setdefault(src, {})
+        if msg.tracked.scene_cut:
+            # A new shot is a new appearance: announce people again even within the cooldown.
+            for key in [k for k in self._last_recognized if k[0] == src]:
+                del self._last_recognized[key]
+        for d in msg.decisions:
+            claims[d.track_id] = d.claimed
+            if d.newly_claimed and d.claimed is not None:
+                key = (src, d.claimed)
+                last = self._last_recognized.get(key)
+                if last is None or t - last >= self.cooldown_s:
+                    self.publish("face.recognized", self._face_body(frame, d, d.claimed))
+                self._last_recognized[key] = t
+            if d.unknown:
+                self.publish("face.unknown", self._face_body(frame, d, None))
+        for o in self.observers:
+            o.observe(msg, claims)
+        for e in msg.ended:
+            claims.pop(e.ended.track_id, None)
+            if e.identity is not None and not msg.tracked.scene_cut:
+                # A claimed identity stays "present" until its track ends: cooldown counts from here.
+                self._last_recognized[(src, e.identity)] = max(self._last_recognized.get((src, e.identity), t),
+                                                               e.ended.last_time)
+            self.publish("track.ended", {
+                "source": src, "track_id": e.ended.track_id, "identity": e.identity, "best_score": _r(e.best_score),
+                "first_frame": e.ended.first_frame, "last_frame": e.ended.last_frame,
+                "first_time": _r(e.ended.first_time, 3), "last_time": _r(e.ended.last_time, 3),
+                "frames_seen": e.ended.frames_seen, "model": self.model_id,
+            })
+        self.latency_ms.append(1000.0 * (time.time() - frame.capture_time))
+
+    def latency(self) -> dict[str, float | None]:
+        if not self.latency_ms:
+            return {"p50_ms": None, "p99_ms": None}
+        arr = np.asarray(self.latency_ms)
+        return {"p50_ms": round(float(np.percentile(arr, 50)), 1), "p99_ms": round(float(np.percentile(arr, 99)), 1)}
+
+    def _maybe_stats(self, force: bool = False) -> None:
+        if self.stats_fn is None:
+            return
+        now = time.monotonic()
+        if force or now - self._last_stats >= self.stats_interval_s:
+            self._last_stats = now
+            self.publish("stats", {**self.stats_fn(), "latency": self.latency()})
+
+    def flush(self) -> None:
+        self._maybe_stats(force=True)

@@ -1,0 +1,70 @@
+"""A pipeline stage: one thread, a bounded input queue, a bounded output queue, and counters.
+
+Stages pass messages in order; ``SourceStatus`` and ``Shutdown`` flow through every stage so the
+last stage knows when a file ended and when to stop. Blocking puts give back-pressure end to end.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any
+
+import structlog
+
+from pipeline.types import Shutdown
+
+log = structlog.get_logger(__name__)
+
+
+class Stage:
+    """Subclasses implement :meth:`handle` (one message in, zero or more out via :meth:`emit`)."""
+
+    name = "stage"
+
+    def __init__(self, inq: queue.Queue[Any], outq: queue.Queue[Any] | None) -> None:
+        self.inq = inq
+        self.outq = outq
+        self.processed = 0
+        self.busy_s = 0.0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name=f"stage-{self.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def emit(self, msg: Any) -> None:
+        if self.outq is not None:
+            self.outq.put(msg)
+
+    def handle(self, msg: Any) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Called once before Shutdown is passed on: emit anything held back."""
+
+    def _loop(self) -> None:
+        while True:
+            msg = self.inq.get()
+            if isinstance(msg, Shutdown):
+                try:
+                    self.flush()
+                except Exception as exc:  # keep shutting down; report it
+                    self.error = exc
+                    log.exception("stage_flush_failed", stage=self.name)
+                self.emit(msg)
+                return
+            t0 = time.perf_counter()
+            try:
+                self.handle(msg)
+            except Exception as exc:
+                # One bad frame must not kill the daemon: log it, count it, carry on.
+                self.error = exc
+                log.exception("stage_message_failed", stage=self.name)
+            self.busy_s += time.perf_counter() - t0
+            self.processed += 1

@@ -1,0 +1,189 @@
+"""Track stage: greedy IoU association of detections with a source's tracks.
+
+Track ids are stable per source; tracks are carried across frames the detector skipped and end
+after ``max_age`` frames unseen (or when the source ends). The tracker also decides which faces to
+embed: a new track as soon as its face is usable, then every ``refresh_every`` detections when the
+face is at least as good (large, frontal) as most of what was seen.
+"""
+
+from __future__ import annotations
+
+import queue
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipeline.stage import Stage
+from pipeline.types import DetectedFrame, Detection, EndedTrack, Frame, SourceStatus, TrackedFrame, TrackView
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def face_quality(det: Detection) -> float:
+    """Size x frontality in [0, ~1]: the nose centred between the eyes means a frontal face."""
+    lm = det.landmarks
+    eye_mid = (lm[0] + lm[1]) / 2.0
+    eye_dist = float(np.linalg.norm(lm[1] - lm[0]))
+    if eye_dist <= 1e-3:
+        return 0.0
+    yaw = abs(float(lm[2][0] - eye_mid[0])) / eye_dist
+    frontal = max(0.0, 1.0 - 2.0 * yaw)
+    size = min(1.0, min(det.width, det.height) / 112.0)
+    return frontal * size
+
+
+def frame_time(frame: Frame) -> float:
+    """Media time for files (pts), capture time for live sources."""
+    return frame.pts if frame.pts is not None else frame.capture_time
+
+
+@dataclass
+class _Track:
+    track_id: int
+    box: tuple[float, float, float, float]
+    first_frame: int
+    first_time: float
+    last_frame: int
+    last_time: float
+    hits: int = 1
+    embeds: int = 0
+    next_refresh: int = 0
+    best_quality: float = 0.0
+
+    def ended(self) -> EndedTrack:
+        return EndedTrack(self.track_id, self.first_frame, self.last_frame, self.first_time, self.last_time,
+                          self.last_frame - self.first_frame + 1)
+
+
+class IoUTracker:
+    """Tracks of one source."""
+
+    def __init__(self, iou_threshold: float = 0.3, max_age: int = 15, refresh_every: int = 5,
+                 min_embed_px: float = 32.0, min_quality: float = 0.2) -> None:
+        if not 0.0 < iou_threshold < 1.0:
+            raise ValueError(f"iou_threshold must be in (0, 1), got {iou_threshold}")
+        if max_age < 1 or refresh_every < 1:
+            raise ValueError("max_age and refresh_every must be >= 1")
+        self.iou_threshold = iou_threshold
+        self.max_age = max_age
+        self.refresh_every = refresh_every
+        self.min_embed_px = min_embed_px
+        self.min_quality = min_quality
+        self.tracks: list[_Track] = []
+        self._next_id = 1
+
+    def update(self, frame: Frame, detections: tuple[Detection, ...] | None) -> TrackedFrame:
+        t = frame_time(frame)
+        matched: dict[int, Detection] = {}
+        embed: list[int] = []
+        if detections is not None:
+            pairs = sorted(((iou(tr.box, d.box), ti, di) for ti, tr in enumerate(self.tracks)
+                            for di, d in enumerate(detections)), reverse=True)
+            used_t: set[int] = set()
+            used_d: set[int] = set()
+            for score, ti, di in pairs:
+                if score < self.iou_threshold:
+                    break
+                if ti in used_t or di in used_d:
+                    continue
+                used_t.add(ti)
+                used_d.add(di)
+                tr, d = self.tracks[ti], detections[di]
+                tr.box, tr.last_frame, tr.last_time = d.box, frame.index, t
+                tr.hits += 1
+                matched[tr.track_id] = d
+            for di, d in enumerate(detections):
+                if di not in used_d:
+                    tr = _Track(self._next_id, d.box, frame.index, t, frame.index, t)
+                    self._next_id += 1
+                    self.tracks.append(tr)
+                    matched[tr.track_id] = d
+            for tr in self.tracks:
+                d = matched.get(tr.track_id)
+                if d is not None and self._should_embed(tr, d):
+                    embed.append(tr.track_id)
+        ended = [tr for tr in self.tracks if frame.index - tr.last_frame > self.max_age]
+        self.tracks = [tr for tr in self.tracks if tr not in ended]
+        views = tuple(TrackView(tr.track_id, tr.box, matched.get(tr.track_id), tr.first_frame, tr.hits)
+                      for tr in self.tracks)
+        return TrackedFrame(frame, views, tuple(embed), tuple(tr.ended() for tr in ended))
+
+    def _should_embed(self, tr: _Track, d: Detection) -> bool:
+        q = face_quality(d)
+        if min(d.width, d.height) < self.min_embed_px or q < self.min_quality:
+            return False
+        if tr.embeds == 0 or (tr.hits >= tr.next_refresh and q >= 0.8 * tr.best_quality):
+            tr.embeds += 1
+            tr.next_refresh = tr.hits + self.refresh_every
+            tr.best_quality = max(tr.best_quality, q)
+            return True
+        return False
+
+    def end_all(self) -> tuple[EndedTrack, ...]:
+        ended = tuple(tr.ended() for tr in self.tracks)
+        self.tracks = []
+        return ended
+
+
+class SceneCutDetector:
+    """Flags a shot change: mean absolute difference of 32x18 grey thumbnails of consecutive frames.
+
+    On the shared clips cuts score 26-30 and motion at most ~13 (99th percentile 16)."""
+
+    def __init__(self, threshold: float = 20.0) -> None:
+        self.threshold = threshold
+        self.prev: np.ndarray | None = None
+
+    def update(self, image: np.ndarray) -> bool:
+        thumb = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (32, 18), interpolation=cv2.INTER_AREA)
+        thumb = thumb.astype(np.float32)
+        cut = self.prev is not None and float(np.abs(thumb - self.prev).mean()) > self.threshold
+        self.prev = thumb
+        return cut
+
+
+class TrackStage(Stage):
+    name = "track"
+
+    def __init__(self, inq: queue.Queue[Any], outq: queue.Queue[Any], scene_cut_threshold: float = 20.0,
+                 **tracker_args: Any) -> None:
+        super().__init__(inq, outq)
+        IoUTracker(**tracker_args)  # validate eagerly
+        self.tracker_args = tracker_args
+        self.scene_cut_threshold = scene_cut_threshold
+        self.trackers: dict[str, IoUTracker] = {}
+        self.cuts: dict[str, SceneCutDetector] = {}
+        self.last_frame: dict[str, Frame] = {}
+
+    def handle(self, msg: Any) -> None:
+        if isinstance(msg, DetectedFrame):
+            src = msg.frame.source_id
+            tr = self.trackers.get(src)
+            if tr is None:
+                tr = self.trackers[src] = IoUTracker(**self.tracker_args)
+                self.cuts[src] = SceneCutDetector(self.scene_cut_threshold)
+            cut = self.scene_cut_threshold > 0 and self.cuts[src].update(msg.frame.image)
+            ended_by_cut = tr.end_all() if cut else ()
+            self.last_frame[src] = msg.frame
+            out = tr.update(msg.frame, msg.detections)
+            if cut:
+                out = TrackedFrame(out.frame, out.tracks, out.embed, ended_by_cut + out.ended, scene_cut=True)
+            self.emit(out)
+        elif isinstance(msg, SourceStatus):
+            if msg.status in ("eof", "error", "reconnecting") and msg.source_id in self.trackers:
+                # The stream is gone: its tracks end with it.
+                ended = self.trackers[msg.source_id].end_all()
+                last = self.last_frame.get(msg.source_id)
+                if ended and last is not None:
+                    self.emit(TrackedFrame(last, (), (), ended))
+            self.emit(msg)
+        else:
+            raise ValueError(f"track stage got an unexpected message {type(msg).__name__}")
