@@ -113,6 +113,9 @@ class PipelineConfig(BaseModel):
     cooldown_s: float = Field(10.0, ge=0, description="Seconds before the same identity is announced again on a "
                               "source.")
     stats_interval_s: float = Field(10.0, gt=0, description="Seconds between stats events.")
+    threads_per_stage: int = Field(1, ge=0, description="CPU threads for the detector and for the embedder each "
+                                   "(they run in parallel stages; 0 = library default, which oversubscribes "
+                                   "small machines).")
     threshold: float | None = Field(None, description="Override the gallery's calibrated threshold.")
     margin: float | None = Field(None, description="Override the gallery's calibrated top-1 - top-2 margin.")
 
@@ -123,6 +126,8 @@ class SinksConfig(BaseModel):
     zmq: str | None = Field("tcp://127.0.0.1:5556", description="ZeroMQ PUB bind address (empty: no ZeroMQ).")
     zmq_hwm: int = Field(1000, ge=1, description="ZeroMQ high-water mark; beyond it events are dropped, not "
                          "waited for.")
+    zmq_wait_subscriber_s: float = Field(0.0, ge=0, description="Before reading sources, wait up to this long for "
+                                         "a ZeroMQ subscriber to join (so it misses no event).")
     jsonl: Path | None = Field(None, description="Append events to this JSON-lines file (0600).")
     stdout: bool = Field(False, description="Print a readable line per event.")
     timeline_csv: Path | None = Field(None, description="File sources: per-identity timeline CSV written at the end.")

@@ -47,11 +47,18 @@ def cmd_build(args: argparse.Namespace, settings: Settings, out: Callable[[dict,
     from tools.gallery_db import Gallery
 
     sources = collect_sources(args.source, args.role)
+    withheld: list[str] = []
+    if args.holdout:
+        from tools.gallery_build import holdout
+
+        sources, withheld = holdout(sources, args.holdout, args.seed)
     e = settings.embedder
     gallery = Gallery.create(args.out, embedder_model_id(e.model, e.flip), get_spec(e.model).dim)
     engine = _engine_for(settings, None, gallery.cache(), "dominant")
     report = Path(args.report) if args.report else None
     result = build(engine, gallery, sources, _gates(settings), report)
+    if withheld:
+        result["withheld_identities"] = withheld
     if not args.json:
         for row in result["skipped_files"]:
             print(f"skipped {row['path']} ({row['identity']}): {row['reason']}")
@@ -173,6 +180,8 @@ def add_commands(sub: Any, model_opts: Callable[[argparse.ArgumentParser], None]
     b.add_argument("--out", required=True, help="gallery file to create or rebuild")
     b.add_argument("--role", help="with a CSV: only rows whose role column equals this")
     b.add_argument("--report", help="folder for skipped.csv, mislabelled.csv, close_identities.csv")
+    b.add_argument("--holdout", type=int, help="leave out this many identities (open-set evaluation)")
+    b.add_argument("--seed", type=int, default=0, help="random seed choosing the --holdout identities")
     model_opts(b)
     common(b, gallery_opt=False)
     b.set_defaults(func=run(cmd_build))

@@ -28,7 +28,7 @@ from pipeline.match import CentroidMatcher, Matcher, TrackVoter, make_matcher
 from pipeline.match_stage import MatchStage
 from pipeline.sources import VideoSource, parse_source
 from pipeline.track import TrackStage
-from pipeline.types import Shutdown
+from pipeline.types import Shutdown, SourceStatus
 from tools.gallery_db import Gallery
 
 log = structlog.get_logger(__name__)
@@ -58,8 +58,12 @@ class Daemon:
         matcher, threshold, margin, version, model_id = self._load_gallery()
         e = settings.embedder
         name, flip = _model_of(model_id) if model_id else (e.model, e.flip)
+        if p.threads_per_stage > 0:
+            import torch
+
+            torch.set_num_threads(p.threads_per_stage)
         self.embedder = load_embedder(name, e.runtime, e.device, flip, e.weights_path, e.allow_cpu_fallback,
-                                      settings.cache_dir / "exports", e.batch_size, e.download)
+                                      settings.cache_dir / "exports", e.batch_size, e.download, p.threads_per_stage)
         d = settings.detector
         self.detector = MTCNNDetector(DetectorSettings(p.min_face_size, tuple(d.thresholds), d.min_prob, d.factor,
                                                        p.detect_scale, 0))
@@ -161,6 +165,10 @@ class Daemon:
             signal.signal(signal.SIGINT, self.request_stop)
             if hasattr(signal, "SIGHUP"):
                 signal.signal(signal.SIGHUP, self.request_reload)
+        zmq = next((s for s in self.sinks if isinstance(s, ZmqPublisher)), None)
+        if zmq is not None and self.settings.sinks.zmq_wait_subscriber_s > 0:
+            if not zmq.wait_for_subscriber(self.settings.sinks.zmq_wait_subscriber_s):
+                log.warning("no_zmq_subscriber_yet", waited_s=self.settings.sinks.zmq_wait_subscriber_s)
         self._started = time.monotonic()
         for st in self.stages:
             st.start()
@@ -178,10 +186,15 @@ class Daemon:
         return self.shutdown()
 
     def shutdown(self) -> int:
+        running = [src for src in self.sources if src.is_alive()]
         for src in self.sources:
             src.stop()
         for src in self.sources:
             src.join(10.0)
+        for src in running:
+            # Tell the stages this stream is over: its open tracks end and the status is published.
+            self.q_frames.put(SourceStatus(src.source_id, "stopped", "daemon stopping", time.time(),
+                                           src.frames_read, src.frames_dropped))
         self.q_frames.put(Shutdown())
         ok = all(st.join(120.0) for st in self.stages)
         for sink in self.sinks:

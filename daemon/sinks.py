@@ -68,7 +68,8 @@ class ZmqPublisher:
         self.sent = 0
         self.dropped = 0
         self._lock = threading.Lock()  # ZeroMQ sockets are not thread-safe
-        self._sock: zmq.Socket | None = (context or zmq.Context.instance()).socket(zmq.PUB)
+        # XPUB behaves as PUB for sending and also tells us when a subscriber joins.
+        self._sock: zmq.Socket | None = (context or zmq.Context.instance()).socket(zmq.XPUB)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, 1000)
         try:
@@ -77,6 +78,18 @@ class ZmqPublisher:
             self._sock.close(linger=0)
             raise ValueError(f"cannot bind event publisher to {addr}: {e}") from e
         self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def wait_for_subscriber(self, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` until a subscriber has subscribed (so a file analysis loses no
+        event to ZeroMQ's slow-joiner gap); True when one did."""
+        with self._lock:
+            if self._sock is None:
+                raise RuntimeError("event publisher is closed")
+            if self._sock.poll(int(timeout_s * 1000), zmq.POLLIN):
+                while self._sock.poll(0, zmq.POLLIN):
+                    self._sock.recv(zmq.NOBLOCK)
+                return True
+            return False
 
     def send(self, topic: str, body: dict[str, Any]) -> bool:
         """Queue one event; False when ZeroMQ refused it (counted in ``dropped``)."""

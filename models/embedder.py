@@ -8,8 +8,18 @@ import numpy as np
 
 from models.registry import EmbedderSpec, get_spec
 from models.runtime import Runner, make_runner
-from pipeline.align import align_face
+from pipeline.align import align_face, warp_chip
 from pipeline.types import Detection
+
+_PREDICTOR: list = []
+
+
+def _shape_predictor():
+    if not _PREDICTOR:
+        from models.dlib_shape_predictor import ShapePredictor
+
+        _PREDICTOR.append(ShapePredictor.load())
+    return _PREDICTOR[0]
 
 
 def embedder_model_id(name: str, flip: bool) -> str:
@@ -55,6 +65,14 @@ class Embedder:
         return embedder_model_id(self.spec.name, self.flip)
 
     def align(self, image: np.ndarray, detection: Detection) -> np.ndarray:
+        """The chip this model was trained on: dlib's own 5-point chip for dlib's network (its
+        shape predictor refines MTCNN's landmarks), else MTCNN's points onto the template."""
+        if self.spec.alignment == "dlib5":
+            from models.dlib_shape_predictor import dlib_chip_transform, rect_from_mtcnn
+
+            predictor = _shape_predictor()
+            points = predictor.predict(image, rect_from_mtcnn(detection.box, detection.landmarks))
+            return warp_chip(image, dlib_chip_transform(points, self.spec.input_size), self.spec.input_size)
         return align_face(image, detection.landmarks, self.spec.template, self.spec.input_size)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
@@ -77,9 +95,11 @@ class Embedder:
 
 def load_embedder(name: str, runtime: str = "torch", device: str = "cpu", flip: bool = False,
                   weights_path: str | Path | None = None, allow_cpu_fallback: bool = False,
-                  export_dir: Path | None = None, batch_size: int = 32, download: bool = True) -> Embedder:
+                  export_dir: Path | None = None, batch_size: int = 32, download: bool = True,
+                  threads: int = 0) -> Embedder:
     """Load weights for ``name`` and wrap them in the requested runtime."""
     spec = get_spec(name)
     module = spec.loader(weights_path, download)
-    runner = make_runner(module, spec.name, spec.input_size, runtime, device, allow_cpu_fallback, export_dir)
+    runner = make_runner(module, spec.name, spec.input_size, runtime, device, allow_cpu_fallback, export_dir,
+                         threads)
     return Embedder(spec, runner, flip=flip, batch_size=batch_size)

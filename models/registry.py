@@ -22,11 +22,13 @@ class EmbedderSpec:
     template: np.ndarray
     description: str
     loader: Callable[[str | Path | None, bool], nn.Module]
+    alignment: str = "template"  # "template": MTCNN points onto ``template``; "dlib5": dlib's own chip
+    version: int = 1
 
     @property
     def model_id(self) -> str:
         """Identifier stored with cached embeddings and galleries (bump on any output change)."""
-        return f"{self.name}@1"
+        return f"{self.name}@{self.version}"
 
 
 def _load_dlib(weights_path: str | Path | None, download: bool) -> nn.Module:
@@ -51,7 +53,8 @@ FACENET_TEMPLATE_160 = DLIB_TEMPLATE_150 * (160.0 / 150.0)
 EMBEDDERS: dict[str, EmbedderSpec] = {
     "dlib-resnet-v1": EmbedderSpec(
         "dlib-resnet-v1", 128, 150, DLIB_TEMPLATE_150,
-        "dlib face recognition ResNet v1 (face-recognition-models package, offline, CC0)", _load_dlib),
+        "dlib face recognition ResNet v1 (face-recognition-models package, offline, CC0)", _load_dlib,
+        alignment="dlib5", version=2),
     "facenet-vggface2": EmbedderSpec(
         "facenet-vggface2", 512, 160, FACENET_TEMPLATE_160,
         "facenet-pytorch InceptionResnetV1, VGGFace2 weights", _facenet_loader("facenet-vggface2")),

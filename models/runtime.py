@@ -76,7 +76,7 @@ class OnnxRunner:
 
     runtime = "onnx"
 
-    def __init__(self, path: Path, device: str, allow_cpu_fallback: bool) -> None:
+    def __init__(self, path: Path, device: str, allow_cpu_fallback: bool, threads: int = 0) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -88,6 +88,8 @@ class OnnxRunner:
         providers = [p for p in providers if p in available]
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads > 0:
+            opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), opts, providers=providers)
         got = self.session.get_providers()
         self.provider = got[0] if got else "none"
@@ -104,7 +106,7 @@ class OnnxRunner:
 
 
 def make_runner(module: nn.Module, name: str, input_size: int, runtime: str, device: str = "cpu",
-                allow_cpu_fallback: bool = False, export_dir: Path | None = None) -> Runner:
+                allow_cpu_fallback: bool = False, export_dir: Path | None = None, threads: int = 0) -> Runner:
     """Wrap ``module`` in the requested runtime, exporting (and caching the export) as needed."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
@@ -114,7 +116,7 @@ def make_runner(module: nn.Module, name: str, input_size: int, runtime: str, dev
         path = export_dir / f"{name}-{module_fingerprint(module)}.onnx"
         if not path.is_file():
             export_onnx(module, input_size, path)
-        return OnnxRunner(path, device, allow_cpu_fallback)
+        return OnnxRunner(path, device, allow_cpu_fallback, threads)
     dev = _torch_device(device, allow_cpu_fallback)
     if runtime == "torchscript":
         scripted = export_torchscript(module, input_size, None)

@@ -37,12 +37,17 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def align_face(image: np.ndarray, landmarks: np.ndarray, template: np.ndarray, size: int) -> np.ndarray:
-    """Warp one face to a (size, size, 3) chip.
+    """Warp one face to a (size, size, 3) chip by the similarity mapping its landmarks onto ``template``."""
+    return warp_chip(image, similarity_transform(landmarks, template), size)
+
+
+def warp_chip(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
+    """Apply the 2x3 image->chip matrix ``m``.
 
     When the face is much larger than the chip, the region is first shrunk with area averaging so
     the bilinear warp does not alias (dlib's chip extractor uses a pyramid for the same reason).
     """
-    m = similarity_transform(landmarks, template)
+    m = np.asarray(m, dtype=np.float64)
     scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
     if scale < 0.5:
         # Crop the source region the chip covers, shrink it by ~2*scale, and fold that into m.

@@ -80,7 +80,7 @@ class EventsStage(Stage):
         if isinstance(msg, SourceStatus):
             self.publish("source.status", {"source": msg.source_id, "status": msg.status, "detail": msg.detail,
                                            "frames_read": msg.frames_read, "frames_dropped": msg.frames_dropped})
-            if msg.status in ("eof", "error"):
+            if msg.status in ("eof", "error", "stopped"):
                 for o in self.observers:
                     o.source_ended(msg.source_id)
         elif isinstance(msg, MatchedFrame):

@@ -178,7 +178,7 @@ class TrackStage(Stage):
                 out = TrackedFrame(out.frame, out.tracks, out.embed, ended_by_cut + out.ended, scene_cut=True)
             self.emit(out)
         elif isinstance(msg, SourceStatus):
-            if msg.status in ("eof", "error", "reconnecting") and msg.source_id in self.trackers:
+            if msg.status in ("eof", "error", "reconnecting", "stopped") and msg.source_id in self.trackers:
                 # The stream is gone: its tracks end with it.
                 ended = self.trackers[msg.source_id].end_all()
                 last = self.last_frame.get(msg.source_id)

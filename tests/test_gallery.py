@@ -207,13 +207,10 @@ def test_csv_source_role_filter_and_errors(tmp_path: Path, data_dir: Path) -> No
     assert len(collect_sources(split, "probe")) == 1751
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="BUG: a CSV row without an identity cell crashes collect_sources with AttributeError "
-                          "(r['identity'] is None) instead of a ValueError naming the row")
 def test_csv_row_missing_identity_is_a_clear_error(tmp_path: Path) -> None:
     short = tmp_path / "short.csv"
     short.write_text("filename,identity\na.jpg\nb.jpg,bob\n")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"short.csv:2: row needs a filename and an identity"):
         collect_sources(short)
 
 

@@ -64,13 +64,31 @@ def collect_sources(src: str | Path, role: str | None = None) -> list[Source]:
                 raise ValueError(f"{src}: CSV needs columns filename,identity[,role]")
             if role and "role" not in cols:
                 raise ValueError(f"{src}: --role {role} given but the CSV has no role column")
-            out = [Source(src.parent / r["filename"], r["identity"].strip()) for r in reader
-                   if not role or (r.get("role") or "").strip() == role]
+            out = []
+            for r in reader:
+                if role and (r.get("role") or "").strip() != role:
+                    continue
+                name, ident = (r.get("filename") or "").strip(), (r.get("identity") or "").strip()
+                if not name or not ident:
+                    raise ValueError(f"{src}:{reader.line_num}: row needs a filename and an identity")
+                out.append(Source(src.parent / name, ident))
     except UnicodeDecodeError:
         raise ValueError(f"{src}: not a UTF-8 CSV file") from None
     if not out:
         raise ValueError(f"{src}: no rows" + (f" with role {role!r}" if role else ""))
     return out
+
+
+def holdout(sources: list[Source], n: int, seed: int) -> tuple[list[Source], list[str]]:
+    """Withhold ``n`` identities chosen by ``seed`` (open-set evaluation: they become strangers)."""
+    import random
+
+    names = sorted({s.identity for s in sources})
+    if not 0 < n < len(names):
+        raise ValueError(f"--holdout must be between 1 and {len(names) - 1}, got {n}")
+    out = sorted(random.Random(seed).sample(names, n))
+    gone = set(out)
+    return [s for s in sources if s.identity not in gone], out
 
 
 def trimmed_centroid(vecs: np.ndarray, k: float = 2.5) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +173,11 @@ def build(engine: StillEmbedder, gallery: Gallery, sources: list[Source], gates:
                                [r.sha256 for r in rs], [r.info for r in rs]))  # type: ignore[misc]
     no_photo = sorted({s.identity for s in sources} - set(per_id))
     mislabelled, close = find_conflicts(people, gallery.threshold)
-    gallery.replace_identities(people, keep_others=not replace_all)
+    offered: dict[str, set[str]] = defaultdict(set)
+    for s, r in zip(sources, results, strict=True):
+        if r.sha256:
+            offered[s.identity].add(r.sha256)
+    gallery.replace_identities(people, keep_others=not replace_all, sources=offered)
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
         _write_csv(report_dir / "skipped.csv", ["path", "identity", "reason"], skipped)
@@ -200,7 +222,7 @@ def enrol(engine: StillEmbedder, gallery: Gallery, name: str, paths: list[Path],
         stacked = np.stack(vecs)
         centroid, outlier = trimmed_centroid(stacked)
         gallery.replace_identities([Identity(name, centroid, stacked, outlier, paths_, shas, quality)],  # type: ignore[arg-type]
-                                   keep_others=True)
+                                   keep_others=True, sources={name: {r.sha256 for r in results if r.sha256}})
     return {"identity": name, "added": len(added), "skipped": len(skipped), "skipped_files": skipped,
             "embedded": engine.computed, "from_cache": engine.cached}
 
@@ -210,7 +232,7 @@ def export(gallery: Gallery, out_prefix: Path) -> tuple[Path, Path]:
     import json
 
     people = gallery.identities()
-    npz, meta = out_prefix.with_suffix(".npz"), out_prefix.with_suffix(".json")
+    npz, meta = Path(f"{out_prefix}.npz"), Path(f"{out_prefix}.json")
     np.savez(npz, names=np.array([p.name for p in people]),
              centroids=np.stack([p.centroid for p in people]) if people else np.zeros((0, gallery.dim)),
              templates=np.vstack([p.templates for p in people]) if people else np.zeros((0, gallery.dim)),

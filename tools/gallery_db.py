@@ -44,6 +44,11 @@ CREATE TABLE templates (
     added REAL NOT NULL
 );
 CREATE INDEX templates_identity ON templates(identity_id);
+CREATE TABLE sources (
+    identity TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (identity, sha256)
+);
 """
 
 
@@ -199,11 +204,16 @@ class Gallery:
                                 [{"prob": r[4], "face_px": r[5], "blur": r[6]} for r in rows]))
         return out
 
-    def replace_identities(self, people: list[Identity], keep_others: bool) -> None:
+    def replace_identities(self, people: list[Identity], keep_others: bool,
+                           sources: dict[str, set[str]] | None = None) -> None:
         """Write ``people`` (replacing same-named ones) in one transaction; drop the rest unless
-        ``keep_others``."""
+        ``keep_others``. ``sources`` maps identity names to the hashes of every photo offered for
+        them, enrolled or not, so removing a person can erase all of their cached embeddings."""
         now = time.time()
         with self.conn as cur:
+            for name, shas in (sources or {}).items():
+                cur.executemany("INSERT OR IGNORE INTO sources(identity, sha256) VALUES (?, ?)",
+                                [(name, sha) for sha in shas])
             if not keep_others:
                 keep = {p.name for p in people}
                 cur.executemany("DELETE FROM identities WHERE name = ?",
@@ -226,15 +236,19 @@ class Gallery:
         row = self.conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise GalleryError(f"no identity named {name!r} in {self.path}")
-        shas = [r[0] for r in self.conn.execute("SELECT sha256 FROM templates WHERE identity_id = ?", (row[0],))]
+        templates = [r[0] for r in self.conn.execute("SELECT sha256 FROM templates WHERE identity_id = ?",
+                                                     (row[0],))]
+        offered = [r[0] for r in self.conn.execute("SELECT sha256 FROM sources WHERE identity = ?", (name,))]
         with self.conn as cur:
             cur.execute("DELETE FROM templates WHERE identity_id = ?", (row[0],))
             cur.execute("DELETE FROM identities WHERE id = ?", (row[0],))
+            cur.execute("DELETE FROM sources WHERE identity = ?", (name,))
             # A photo shared with another identity keeps its cache row (it is still in use).
-            still = {r[0] for r in cur.execute("SELECT DISTINCT sha256 FROM templates")}
-            cur.executemany("DELETE FROM faces WHERE sha256 = ?", [(s,) for s in shas if s not in still])
+            still = {r[0] for r in cur.execute("SELECT sha256 FROM templates UNION SELECT sha256 FROM sources")}
+            cur.executemany("DELETE FROM faces WHERE sha256 = ?",
+                            [(s,) for s in set(templates) | set(offered) if s not in still])
             self._touch(cur)
-        return len(shas)
+        return len(templates)
 
     def rename(self, old: str, new: str) -> None:
         if not new.strip():
@@ -245,6 +259,7 @@ class Gallery:
             if cur.execute("UPDATE identities SET name = ?, updated = ? WHERE name = ?",
                            (new, time.time(), old)).rowcount == 0:
                 raise GalleryError(f"no identity named {old!r} in {self.path}")
+            cur.execute("UPDATE sources SET identity = ? WHERE identity = ?", (new, old))
             self._touch(cur)
 
     def info(self) -> dict:

@@ -1,0 +1,135 @@
+"""The streaming daemon end to end on real videos, real weights and real ZeroMQ sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon.config import load_settings
+from daemon.runner import Daemon
+from daemon.sinks import subscribe
+
+REPO = Path(__file__).resolve().parent.parent
+WALL_CLOCK = {"event_id", "time", "epoch"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def stills_gallery(tmp_path_factory, data_dir: Path, detector, dlib_embedder) -> Path:
+    """Miranda, Lacamoire and Obama stills (the Hamilton example's known faces) plus Biden."""
+    from tools.faces import StillEmbedder
+    from tools.gallery_build import QualityGates, Source, build
+    from tools.gallery_db import Gallery
+
+    stills = data_dir / "face_recognition_examples" / "stills"
+    path = tmp_path_factory.mktemp("gal") / "stills.db"
+    gallery = Gallery.create(path, dlib_embedder.model_id, dlib_embedder.dim)
+    engine = StillEmbedder(detector, dlib_embedder, gallery.cache(), policy="dominant")
+    sources = [Source(stills / "lin-manuel-miranda.png", "lin_manuel_miranda"),
+               Source(stills / "alex-lacamoire.png", "alex_lacamoire"),
+               Source(stills / "obama.jpg", "barack_obama"), Source(stills / "biden.jpg", "joe_biden")]
+    result = build(engine, gallery, sources, QualityGates(), None, progress=False)
+    assert result["identities"] == 4
+    gallery.close()
+    return path
+
+
+def run_daemon(tmp_path: Path, video: Path, gallery: Path, name: str, zmq: str | None = None) -> list[dict]:
+    out = tmp_path / f"{name}.jsonl"
+    settings = load_settings(None, sources=[str(video)], embedder={"runtime": "torch"},
+                             sinks={"jsonl": str(out), "zmq": zmq, "timeline_csv": str(tmp_path / f"{name}.csv"),
+                                    "zmq_wait_subscriber_s": 10.0 if zmq else 0.0})
+    assert Daemon(settings, gallery).run(install_signals=False) == 0
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def stable(events: list[dict]) -> list[dict]:
+    """Events without wall-clock fields and without the wall-clock stats topic."""
+    return [{k: v for k, v in e.items() if k not in WALL_CLOCK} for e in events if e["topic"] != "stats"]
+
+
+def test_hamilton_clip_recognizes_miranda_once_and_is_deterministic(tmp_path, data_dir, stills_gallery) -> None:
+    video = data_dir / "face_recognition_examples" / "video" / "short_hamilton_clip.mp4"
+    first = run_daemon(tmp_path, video, stills_gallery, "a")
+    recognized = [e for e in first if e["topic"] == "face.recognized"]
+    in_shot = [e for e in recognized if 82 <= e["frame"] <= 210]
+    # Miranda's close-up (frames 82-210) is one continuous appearance: exactly one event, and it is his.
+    assert [e["identity"] for e in in_shot] == ["lin_manuel_miranda"], recognized
+    for e in first:
+        if e["topic"].startswith("face."):
+            for key in ("event_id", "time", "epoch", "source", "frame", "pts", "track_id", "identity", "score",
+                        "margin", "bbox", "det_prob", "model", "gallery_version"):
+                assert key in e, key
+            assert e["schema"] == 1
+    statuses = [e["status"] for e in first if e["topic"] == "source.status"]
+    assert statuses == ["opened", "eof"]
+    ended = [e for e in first if e["topic"] == "track.ended"]
+    assert ended and all(e["frames_seen"] >= 1 for e in ended)
+    timeline = (tmp_path / "a.csv").read_text().splitlines()
+    assert timeline[0].startswith("source,identity,first_seen_s") and any("lin_manuel_miranda" in r for r in timeline)
+    second = run_daemon(tmp_path, video, stills_gallery, "b")
+    assert stable(first) == stable(second)
+
+
+def test_zmq_subscriber_gets_the_jsonl_events_obama_speech(tmp_path, data_dir, stills_gallery) -> None:
+    video = data_dir / "videos" / "known_identity" / "obama_speech.mp4"
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    got: list[dict] = []
+    sub = subscribe(addr, (), timeout_s=20.0)
+    reader = threading.Thread(target=lambda: got.extend(body for _, body in sub), daemon=True)
+    reader.start()
+    events = run_daemon(tmp_path, video, stills_gallery, "obama", zmq=addr)
+    reader.join(30)
+    sub.close()
+    names = {e["identity"] for e in events if e["topic"] == "face.recognized"}
+    assert names == {"barack_obama"}
+    assert [e["event_id"] for e in got] == [e["event_id"] for e in events]
+    assert got == events
+
+
+def test_sigterm_mid_file_drains_and_keeps_every_published_event(tmp_path, data_dir, stills_gallery) -> None:
+    video = data_dir / "face_recognition_examples" / "video" / "short_hamilton_clip.mp4"
+    jsonl = tmp_path / "term.jsonl"
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    env = {**os.environ, "FACESTREAM_EMBEDDER__RUNTIME": "torch", "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "FACESTREAM_SINKS__ZMQ_WAIT_SUBSCRIBER_S": "30"}
+    got: list[dict] = []
+    sub = subscribe(addr, (), timeout_s=30.0)
+    reader = threading.Thread(target=lambda: got.extend(body for _, body in sub), daemon=True)
+    reader.start()
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--source", str(video), "--gallery",
+                             str(stills_gallery), "--events-jsonl", str(jsonl), "--zmq", addr], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if jsonl.exists() and '"face.' in jsonl.read_text():
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the daemon ended before any face event: the clip is too short for this test"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    reader.join(40)
+    sub.close()
+    lines = jsonl.read_text().splitlines()
+    written = [json.loads(line) for line in lines]  # every line parses
+    ids = {e["event_id"] for e in written}
+    assert got, "the subscriber received nothing"
+    assert all(e["event_id"] in ids for e in got)
+    statuses = [e["status"] for e in written if e["topic"] == "source.status"]
+    assert statuses[0] == "opened" and "eof" not in statuses  # stopped mid-file, not at its end
+    assert any(e["topic"] == "track.ended" for e in written)  # open tracks were closed on the way out
