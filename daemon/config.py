@@ -85,7 +85,7 @@ class GalleryConfig(BaseModel):
 
     path: Path | None = Field(None, description="Gallery file used by commands that take --gallery.")
     min_face_px: float = Field(40.0, ge=0, description="Reference photos: smallest face side in pixels.")
-    min_blur: float = Field(15.0, ge=0, description="Reference photos: lowest Laplacian variance of the "
+    min_blur: float = Field(10.0, ge=0, description="Reference photos: lowest Laplacian variance of the "
                             "aligned face (lower is blurrier).")
     min_prob: float = Field(0.95, ge=0, le=1, description="Reference photos: lowest detection probability.")
     target_far: float = Field(1e-3, gt=0, lt=1, description="False accept rate calibration aims for.")

@@ -157,7 +157,7 @@ def cmd_identify(args: argparse.Namespace, settings: Settings, out: Callable[[di
         threshold = 0.5 if kind == "svm" else 0.9
     probes = collect_sources(args.probes, args.role)
     engine = _engine_for(settings, gallery.model_id, EmbeddingCache(settings.cache_dir / "embeddings.sqlite"),
-                         "largest")
+                         "center")
     result = run_identify(engine, matcher, set(gallery.names()), probes, float(threshold), float(margin),
                           Path(args.report) if args.report else None)
     out(result, args.json)

@@ -166,9 +166,9 @@ class Daemon:
             if hasattr(signal, "SIGHUP"):
                 signal.signal(signal.SIGHUP, self.request_reload)
         zmq = next((s for s in self.sinks if isinstance(s, ZmqPublisher)), None)
-        if zmq is not None and self.settings.sinks.zmq_wait_subscriber_s > 0:
-            if not zmq.wait_for_subscriber(self.settings.sinks.zmq_wait_subscriber_s):
-                log.warning("no_zmq_subscriber_yet", waited_s=self.settings.sinks.zmq_wait_subscriber_s)
+        wait = self.settings.sinks.zmq_wait_subscriber_s
+        if zmq is not None and wait > 0 and not zmq.wait_for_subscriber(wait):
+            log.warning("no_zmq_subscriber_yet", waited_s=wait)
         self._started = time.monotonic()
         for st in self.stages:
             st.start()

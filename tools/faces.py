@@ -20,6 +20,7 @@ from tools.cache import CachedFace, EmbeddingCache
 from tools.images import DEFAULT_MAX_PIXELS, ImageError, file_sha256, load_rgb
 
 NO_FACE = "no face detected"
+POLICY_VERSION = "-v2"  # bump when a selection rule changes, so cached choices are not reused
 
 
 @dataclass
@@ -35,6 +36,10 @@ class FaceResult:
     @property
     def ok(self) -> bool:
         return self.vec is not None
+
+
+def _off_centre(d: Detection, shape: tuple[int, ...]) -> float:
+    return float(np.hypot((d.box[0] + d.box[2]) / 2 - shape[1] / 2.0, (d.box[1] + d.box[3]) / 2 - shape[0] / 2.0))
 
 
 def select_face(dets: list[Detection], shape: tuple[int, ...], policy: str) -> tuple[Detection | None, str]:
@@ -54,8 +59,14 @@ def select_face(dets: list[Detection], shape: tuple[int, ...], policy: str) -> t
 
         return min(cands, key=off_centre), ""
     if policy == "dominant":
-        if dets[0].area >= 2.0 * dets[1].area:
-            return dets[0], ""
+        big, second = dets[0], dets[1]
+        if big.area >= 2.0 * second.area:
+            return big, ""
+        # A photo framed on its subject: the largest face is central and the others sit off-centre.
+        side = min(shape[0], shape[1])
+        if big.area >= 1.2 * second.area and _off_centre(big, shape) < 0.15 * side and all(
+                _off_centre(d, shape) > 0.3 * side for d in dets[1:] if d.area * 2.0 > big.area):
+            return big, ""
         return None, f"{len(dets)} faces, none clearly dominant"
     raise ValueError(f"face selection policy must be largest, center or dominant, got {policy!r}")
 
@@ -80,7 +91,7 @@ class StillEmbedder:
         self.policy = policy
         self.max_pixels = max_pixels
         self.chunk = chunk
-        self.context = f"{detector.settings.ident}|{policy}|{embedder.model_id}"
+        self.context = f"{detector.settings.ident}|{policy}{POLICY_VERSION}|{embedder.model_id}"
         self.computed = 0
         self.cached = 0
 

@@ -23,7 +23,7 @@ class QualityGates:
     """Thresholds a reference photo's face must pass to be enrolled."""
 
     min_face_px: float = 40.0
-    min_blur: float = 15.0
+    min_blur: float = 10.0
     min_prob: float = 0.95
 
     def check(self, info: dict) -> str | None:
@@ -129,7 +129,7 @@ def find_conflicts(people: list[Identity], threshold: float | None) -> tuple[lis
                 mislabelled.append({"path": p.paths[t], "identity": p.name, "nearest": names[j],
                                     "own_score": round(float(row[i]), 4), "nearest_score": round(float(row[j]), 4)})
     close = []
-    limit = threshold if threshold is not None else 0.93
+    limit = threshold if threshold is not None else 0.96
     cs = cents @ cents.T
     for i in range(len(people)):
         for j in range(i + 1, len(people)):
