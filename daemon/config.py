@@ -106,6 +106,10 @@ class PipelineConfig(BaseModel):
     refresh_every: int = Field(3, ge=1, description="Re-embed a track every N detections (when the face is good).")
     scene_cut_threshold: float = Field(20.0, ge=0, description="Mean grey-level change (0-255) of a 32x18 "
                                        "thumbnail that counts as a shot cut and ends all tracks (0 = off).")
+    confirm_hits: int = Field(3, ge=1, description="Detections a new track needs before it is embedded or "
+                              "reported.")
+    confirm_prob: float = Field(0.98, ge=0, le=1, description="Median detection probability a track needs to be "
+                                "confirmed as a face (rejects animals and textures).")
     min_embed_px: float = Field(32.0, ge=0, description="Smallest face side (px) worth embedding.")
     vote_k: int = Field(2, ge=1, description="Matches of one identity among the last vote_n needed to claim it.")
     vote_n: int = Field(5, ge=1, description="How many recent matches of a track the vote looks at.")

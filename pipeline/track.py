@@ -57,6 +57,8 @@ class _Track:
     embeds: int = 0
     next_refresh: int = 0
     best_quality: float = 0.0
+    probs: list[float] | None = None
+    confirmed: bool = False
 
     def ended(self) -> EndedTrack:
         return EndedTrack(self.track_id, self.first_frame, self.last_frame, self.first_time, self.last_time,
@@ -67,7 +69,8 @@ class IoUTracker:
     """Tracks of one source."""
 
     def __init__(self, iou_threshold: float = 0.3, max_age: int = 15, refresh_every: int = 5,
-                 min_embed_px: float = 32.0, min_quality: float = 0.2) -> None:
+                 min_embed_px: float = 32.0, min_quality: float = 0.2, confirm_hits: int = 3,
+                 confirm_prob: float = 0.98) -> None:
         if not 0.0 < iou_threshold < 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1), got {iou_threshold}")
         if max_age < 1 or refresh_every < 1:
@@ -77,6 +80,8 @@ class IoUTracker:
         self.refresh_every = refresh_every
         self.min_embed_px = min_embed_px
         self.min_quality = min_quality
+        self.confirm_hits = confirm_hits
+        self.confirm_prob = confirm_prob
         self.tracks: list[_Track] = []
         self._next_id = 1
 
@@ -99,22 +104,32 @@ class IoUTracker:
                 tr, d = self.tracks[ti], detections[di]
                 tr.box, tr.last_frame, tr.last_time = d.box, frame.index, t
                 tr.hits += 1
+                self._confirm(tr, d.prob)
                 matched[tr.track_id] = d
             for di, d in enumerate(detections):
                 if di not in used_d:
                     tr = _Track(self._next_id, d.box, frame.index, t, frame.index, t)
                     self._next_id += 1
+                    self._confirm(tr, d.prob)
                     self.tracks.append(tr)
                     matched[tr.track_id] = d
             for tr in self.tracks:
                 d = matched.get(tr.track_id)
-                if d is not None and self._should_embed(tr, d):
+                if d is not None and tr.confirmed and self._should_embed(tr, d):
                     embed.append(tr.track_id)
         ended = [tr for tr in self.tracks if frame.index - tr.last_frame > self.max_age]
         self.tracks = [tr for tr in self.tracks if tr not in ended]
         views = tuple(TrackView(tr.track_id, tr.box, matched.get(tr.track_id), tr.first_frame, tr.hits)
-                      for tr in self.tracks)
-        return TrackedFrame(frame, views, tuple(embed), tuple(tr.ended() for tr in ended))
+                      for tr in self.tracks if tr.confirmed)
+        return TrackedFrame(frame, views, tuple(embed), tuple(tr.ended() for tr in ended if tr.confirmed))
+
+    def _confirm(self, tr: _Track, prob: float) -> None:
+        """A track counts (is embedded, reported) only after ``confirm_hits`` detections whose median
+        probability reaches ``confirm_prob``: animals and textures fire MTCNN now and then at ~0.9-0.98,
+        real faces at >= 0.99 frame after frame."""
+        tr.probs = [*(tr.probs or []), prob][-15:]
+        if not tr.confirmed and len(tr.probs) >= self.confirm_hits:
+            tr.confirmed = float(np.median(tr.probs)) >= self.confirm_prob
 
     def _should_embed(self, tr: _Track, d: Detection) -> bool:
         q = face_quality(d)
@@ -128,7 +143,7 @@ class IoUTracker:
         return False
 
     def end_all(self) -> tuple[EndedTrack, ...]:
-        ended = tuple(tr.ended() for tr in self.tracks)
+        ended = tuple(tr.ended() for tr in self.tracks if tr.confirmed)
         self.tracks = []
         return ended
 

@@ -23,6 +23,17 @@ def data_dir() -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """On a CPU shared with other jobs, two spinning intra-op threads make MTCNN ~30x slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def detector():
     from models.detector import DetectorSettings, MTCNNDetector

@@ -22,16 +22,7 @@ from tools.gallery_build import QualityGates, Source, build, collect_sources, fi
 from tools.gallery_db import SCHEMA_VERSION, Gallery, GalleryError, Identity
 from tools.images import load_rgb
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """On a CPU shared with other jobs, two spinning intra-op threads make MTCNN ~30x slower than one."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def unit(x: np.ndarray) -> np.ndarray:

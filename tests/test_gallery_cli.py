@@ -36,15 +36,7 @@ BASE = {"ben_afflek": ["1.jpg", "2.jpg", "5.jpg", "3.jpg"], "jerry_seinfeld": ["
         "madonna": ["2.jpg", "3.jpg", "5.jpg"]}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """On a CPU shared with other jobs, two spinning intra-op threads make MTCNN ~30x slower than one."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
