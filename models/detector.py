@@ -1,4 +1,4 @@
-"""MTCNN face detector from facenet-pytorch's shipped P/R/O-net weights, batched over frames.
+"""MTCNN face detector on facenet-pytorch's shipped P/R/O-net weights (run by models.mtcnn), batched.
 
 Frames of equal size go through the network as one batch; a detection scale below 1 runs the
 detector on a downscaled copy (the cost is roughly proportional to pixels) and maps the boxes
@@ -50,12 +50,11 @@ class MTCNNDetector:
     """Batched MTCNN returning per frame a list of :class:`Detection`."""
 
     def __init__(self, settings: DetectorSettings | None = None, device: str = "cpu") -> None:
-        from facenet_pytorch import MTCNN  # heavy import, kept local
+        from models.mtcnn import load_nets
 
         self.settings = settings or DetectorSettings()
         self.device = torch.device(device)
-        net = MTCNN(device=self.device)  # loads pnet/rnet/onet from the wheel's data folder
-        self.pnet, self.rnet, self.onet = net.pnet.eval(), net.rnet.eval(), net.onet.eval()
+        self.nets = load_nets(self.device)  # pnet/rnet/onet weights from facenet-pytorch's data folder
 
     def _frame_scale(self, shape: tuple[int, ...]) -> float:
         scale = self.settings.scale
@@ -65,7 +64,7 @@ class MTCNNDetector:
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
         """Detect faces in RGB uint8 frames (H, W, 3); returns one list per frame."""
-        from facenet_pytorch.models.utils.detect_face import detect_face
+        from models.mtcnn import detect_faces
 
         s = self.settings
         results: list[list[Detection]] = [[] for _ in frames]
@@ -84,10 +83,9 @@ class MTCNNDetector:
         for (shape, _), idx in groups.items():
             if min(shape[0], shape[1]) < 12:
                 continue
-            batch = torch.from_numpy(np.stack([small[i] for i in idx]))
+            batch = torch.from_numpy(np.stack([small[i] for i in idx])).to(self.device)
             with torch.inference_mode():
-                boxes, points = detect_face(batch, s.min_face_size, self.pnet, self.rnet, self.onet,
-                                            list(s.thresholds), s.factor, self.device)
+                boxes, points = detect_faces(batch, self.nets, s.min_face_size, s.thresholds, s.factor)
             for j, i in enumerate(idx):
                 sy = frames[i].shape[0] / small[i].shape[0]
                 sx = frames[i].shape[1] / small[i].shape[1]

@@ -60,3 +60,27 @@ def test_invalid_settings_and_frames_raise_value_errors() -> None:
 
 def test_tiny_frame_gives_no_faces_not_an_error() -> None:
     assert MTCNNDetector().detect([np.zeros((5, 5, 3), dtype=np.uint8)]) == [[]]
+
+
+def test_our_mtcnn_runtime_matches_facenet_pytorch(rgb) -> None:
+    """models.mtcnn reimplements facenet-pytorch's detect_face (to avoid importing torchvision);
+    on real photos both must give the same boxes, probabilities and landmarks."""
+    import torch
+    from facenet_pytorch import MTCNN
+    from facenet_pytorch.models.utils.detect_face import detect_face
+
+    from models.mtcnn import detect_faces, load_nets
+
+    ref = MTCNN()
+    nets = load_nets(torch.device("cpu"))
+    for rel in ("images_misc/multi_face/multiface.jpg", "images_misc/multi_face/group_2.jpg",
+                "images_misc/no_faces/cats.jpg", "face_recognition_examples/stills/two_people.jpg"):
+        x = torch.from_numpy(rgb(rel)[None].copy())
+        with torch.inference_mode():
+            want_boxes, want_points = detect_face(x, 15, ref.pnet, ref.rnet, ref.onet, [0.6, 0.7, 0.8], 0.709, "cpu")
+            boxes, points = detect_faces(x, nets, 15, (0.6, 0.7, 0.8), 0.709)
+        want = np.asarray(want_boxes[0], dtype=np.float64).reshape(-1, 5)
+        assert boxes[0].shape == want.shape, rel
+        np.testing.assert_allclose(boxes[0], want, atol=1e-4)
+        if len(want):
+            np.testing.assert_allclose(points[0], np.asarray(want_points[0], dtype=np.float64), atol=1e-4)
