@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,15 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def print_rows(rows: list[dict[str, Any]], as_json: bool, line: str) -> None:
+    """A JSON array, or one ``line.format(**row)`` per row."""
+    if as_json:
+        print(json.dumps(rows))
+    else:
+        for r in rows:
+            print(line.format(**r))
+
+
 def _print(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(result))
@@ -73,11 +83,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     _settings(args)
     rows = [{"name": s.name, "dim": s.dim, "input": s.input_size, "description": s.description}
             for s in EMBEDDERS.values()]
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        for r in rows:
-            print(f"{r['name']:<18} {r['dim']:>4}-D  {r['input']}x{r['input']}  {r['description']}")
+    print_rows(rows, args.json, "{name:<18} {dim:>4}-D  {input}x{input}  {description}")
     return 0
 
 
@@ -221,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("facestream: interrupted", file=sys.stderr)
         return 130
-    except (CliError, ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
+    except (CliError, ValueError, FileNotFoundError, RuntimeError, OSError, sqlite3.Error) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"facestream: error: {msg}", file=sys.stderr)
         return 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -103,11 +102,9 @@ def cmd_list(args: argparse.Namespace, settings: Settings, out: Callable[[dict, 
 
     people = Gallery.open(_gallery_path(args, settings)).identities()
     rows = [{"identity": p.name, "templates": len(p.paths), "outliers": int(p.outlier.sum())} for p in people]
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        for r in rows:
-            print(f"{r['identity']:<32} {r['templates']:>4} template(s)  {r['outliers']} outlier(s)")
+    from daemon.cli import print_rows
+
+    print_rows(rows, args.json, "{identity:<32} {templates:>4} template(s)  {outliers} outlier(s)")
     return 0
 
 

@@ -60,7 +60,7 @@ class DetectStage(Stage):
             self._run_many(sorted(live_sources))
             for m in extra:
                 if not (isinstance(m, Frame) and m.live):
-                    self.handle(m) if not isinstance(m, SourceStatus) else (self._run(m.source_id), self.emit(m))
+                    self.handle(m)  # file frames and statuses take their normal path, in order
             return
         if sum(self.is_detect_frame(f) for f in pend) >= self.batch:
             self._run(msg.source_id)
