@@ -11,11 +11,9 @@ from typing import Any
 
 from daemon import gallery_cli, run_cli
 from daemon.config import Settings, load_settings
+from daemon.engines import configured_embedder, still_engine
 from daemon.logs import configure_logging
-
-
-class CliError(Exception):
-    """A user-facing failure: printed as one line, exit status 2."""
+from daemon.printing import CliError, print_result, print_rows
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -32,49 +30,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config, **overrides)
     configure_logging(settings.log_level, settings.log_format)
     return settings
-
-
-def _embedder(settings: Settings):
-    from models.embedder import load_embedder
-
-    e = settings.embedder
-    return load_embedder(e.model, e.runtime, e.device, e.flip, e.weights_path, e.allow_cpu_fallback,
-                         settings.cache_dir / "exports", e.batch_size, e.download)
-
-
-def _still_engine(settings: Settings, policy: str, cache=None):
-    from models.detector import MTCNNDetector
-    from tools.cache import EmbeddingCache
-    from tools.faces import StillEmbedder
-
-    detector = MTCNNDetector(settings.detector.to_settings(), "cuda" if settings.embedder.device != "cpu"
-                             and _cuda() else "cpu")
-    cache = cache or EmbeddingCache(settings.cache_dir / "embeddings.sqlite")
-    return StillEmbedder(detector, _embedder(settings), cache, policy=policy)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def print_rows(rows: list[dict[str, Any]], as_json: bool, line: str) -> None:
-    """A JSON array, or one ``line.format(**row)`` per row."""
-    if as_json:
-        print(json.dumps(rows))
-    else:
-        for r in rows:
-            print(line.format(**r))
-
-
-def _print(result: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(result))
-        return
-    width = max(len(k) for k in result)
-    for k, v in result.items():
-        print(f"{k:<{width}}  {v}")
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -108,9 +63,9 @@ def cmd_eval_verify(args: argparse.Namespace) -> int:
     from tools.verify import run_verify
 
     settings = _settings(args)
-    engine = _still_engine(settings, "center")
+    engine = still_engine(settings, "center")
     result = run_verify(engine, args.pairs, args.tune_pairs, args.roc_png)
-    _print(result, args.json)
+    print_result(result, args.json)
     return 0
 
 
@@ -118,14 +73,14 @@ def cmd_bench_embed(args: argparse.Namespace) -> int:
     from tools.bench import bench_embed
 
     settings = _settings(args)
-    result = bench_embed(_embedder(settings), args.batch, args.seconds)
-    _print(result, args.json)
+    result = bench_embed(configured_embedder(settings), args.batch, args.seconds)
+    print_result(result, args.json)
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    engine = _still_engine(settings, "largest")
+    engine = still_engine(settings, "largest")
     a, b = engine.embed_files([Path(args.image_a), Path(args.image_b)])
     for r in (a, b):
         if not r.ok:
@@ -135,13 +90,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result = {"similarity": round(similarity, 4), "distance": round(distance, 4),
               "same_person": similarity >= args.threshold, "threshold": args.threshold,
               "model": engine.embedder.model_id}
-    _print(result, args.json)
+    print_result(result, args.json)
     return 0
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from models.detector import MTCNNDetector
-    from tools.images import ImageError, load_rgb
+    from pipeline.images import ImageError, load_rgb
 
     settings = _settings(args)
     detector = MTCNNDetector(settings.detector.to_settings())
@@ -206,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.set_defaults(func=cmd_compare)
 
     def run(func):
-        return lambda args: func(args, _settings(args), _print)
+        return lambda args: func(args, _settings(args), print_result)
 
     gallery_cli.add_commands(sub, model_opts, run)
     gallery_cli.add_identify(ev, run)

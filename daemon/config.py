@@ -18,10 +18,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from models.detector import DetectorSettings
-from models.registry import EMBEDDERS
-from models.runtime import RUNTIMES
-from tools.cache import default_cache_dir
+from models.detection import DetectorSettings
+from models.paths import default_cache_dir
+from models.registry import EMBEDDERS, RUNTIMES
 
 
 class ConfigError(ValueError):

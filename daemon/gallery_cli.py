@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Settings
+from daemon.engines import engine_for_gallery
+from daemon.printing import print_rows
 
 
 def _gallery_path(args: argparse.Namespace, settings: Settings) -> Path:
@@ -15,25 +17,6 @@ def _gallery_path(args: argparse.Namespace, settings: Settings) -> Path:
     if not path:
         raise ValueError("no gallery given: pass --gallery FILE or set gallery.path in the config")
     return Path(path)
-
-
-def _model_of(model_id: str) -> tuple[str, bool]:
-    """Split a stored model id (``dlib-resnet-v1@1:flip``) into the embedder name and flip flag."""
-    return model_id.split("@", 1)[0], model_id.endswith(":flip")
-
-
-def _engine_for(settings: Settings, model_id: str | None, cache, policy: str):
-    from daemon.cli import _still_engine
-
-    if model_id:
-        name, flip = _model_of(model_id)
-        settings = settings.model_copy(update={"embedder": settings.embedder.model_copy(
-            update={"model": name, "flip": flip})})
-    engine = _still_engine(settings, policy, cache)
-    if model_id and engine.embedder.model_id != model_id:
-        raise ValueError(f"the gallery was built with {model_id}; this facestream embeds with "
-                         f"{engine.embedder.model_id}: rebuild it with 'facestream gallery build'")
-    return engine
 
 
 def _gates(settings: Settings):
@@ -44,10 +27,9 @@ def _gates(settings: Settings):
 
 
 def cmd_build(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
-    from models.embedder import embedder_model_id
-    from models.registry import get_spec
+    from models.registry import get_spec, model_id_for
+    from pipeline.gallery import Gallery
     from tools.gallery_build import build, collect_sources
-    from tools.gallery_db import Gallery
 
     sources = collect_sources(args.source, args.role)
     withheld: list[str] = []
@@ -56,8 +38,8 @@ def cmd_build(args: argparse.Namespace, settings: Settings, out: Callable[[dict,
 
         sources, withheld = holdout(sources, args.holdout, args.seed)
     e = settings.embedder
-    gallery = Gallery.create(args.out, embedder_model_id(e.model, e.flip), get_spec(e.model).dim)
-    engine = _engine_for(settings, None, gallery.cache(), "dominant")
+    gallery = Gallery.create(args.out, model_id_for(e.model, e.flip), get_spec(e.model).dim)
+    engine = engine_for_gallery(settings, None, gallery.cache(), "dominant")
     report = Path(args.report) if args.report else None
     result = build(engine, gallery, sources, _gates(settings), report)
     if withheld:
@@ -71,18 +53,18 @@ def cmd_build(args: argparse.Namespace, settings: Settings, out: Callable[[dict,
 
 
 def cmd_add(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from pipeline.gallery import Gallery
     from tools.gallery_build import enrol
-    from tools.gallery_db import Gallery
 
     gallery = Gallery.open(_gallery_path(args, settings))
-    engine = _engine_for(settings, gallery.model_id, gallery.cache(), "dominant")
+    engine = engine_for_gallery(settings, gallery.model_id, gallery.cache(), "dominant")
     result = enrol(engine, gallery, args.name, [Path(p) for p in args.images], _gates(settings))
     out(result, args.json)
     return 0 if result["added"] else 1
 
 
 def cmd_remove(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
-    from tools.gallery_db import Gallery
+    from pipeline.gallery import Gallery
 
     gallery = Gallery.open(_gallery_path(args, settings))
     out({"removed": args.name, "templates": gallery.remove(args.name)}, args.json)
@@ -90,7 +72,7 @@ def cmd_remove(args: argparse.Namespace, settings: Settings, out: Callable[[dict
 
 
 def cmd_rename(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
-    from tools.gallery_db import Gallery
+    from pipeline.gallery import Gallery
 
     Gallery.open(_gallery_path(args, settings)).rename(args.old, args.new)
     out({"renamed": args.old, "to": args.new}, args.json)
@@ -98,26 +80,24 @@ def cmd_rename(args: argparse.Namespace, settings: Settings, out: Callable[[dict
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
-    from tools.gallery_db import Gallery
+    from pipeline.gallery import Gallery
 
     people = Gallery.open(_gallery_path(args, settings)).identities()
     rows = [{"identity": p.name, "templates": len(p.paths), "outliers": int(p.outlier.sum())} for p in people]
-    from daemon.cli import print_rows
-
     print_rows(rows, args.json, "{identity:<32} {templates:>4} template(s)  {outliers} outlier(s)")
     return 0
 
 
 def cmd_info(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
-    from tools.gallery_db import Gallery
+    from pipeline.gallery import Gallery
 
     out(Gallery.open(_gallery_path(args, settings)).info(), args.json)
     return 0
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from pipeline.gallery import Gallery
     from tools.gallery_build import export
-    from tools.gallery_db import Gallery
 
     npz, meta = export(Gallery.open(_gallery_path(args, settings)), Path(args.out))
     out({"npz": str(npz), "json": str(meta)}, args.json)
@@ -125,8 +105,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings, out: Callable[[dict
 
 
 def cmd_calibrate(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from pipeline.gallery import Gallery
     from tools.calibrate import calibrate, save_calibration_png
-    from tools.gallery_db import Gallery
 
     gallery = Gallery.open(args.gallery_file)
     people = gallery.identities()
@@ -140,10 +120,10 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings, out: Callable[[d
 
 
 def cmd_identify(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
-    from pipeline.match import make_matcher
-    from tools.cache import EmbeddingCache
+    from pipeline.cache import EmbeddingCache
+    from pipeline.gallery import Gallery
+    from pipeline.match import default_threshold, make_matcher
     from tools.gallery_build import collect_sources
-    from tools.gallery_db import Gallery
     from tools.identify import run_identify
 
     gallery = Gallery.open(_gallery_path(args, settings))
@@ -155,11 +135,9 @@ def cmd_identify(args: argparse.Namespace, settings: Settings, out: Callable[[di
     threshold = args.threshold if args.threshold is not None else gallery.threshold
     margin = args.margin if args.margin is not None else gallery.margin
     if threshold is None:
-        from daemon.runner import default_threshold
-
         threshold = default_threshold(gallery.model_id, kind)
     probes = collect_sources(args.probes, args.role)
-    engine = _engine_for(settings, gallery.model_id, EmbeddingCache(settings.cache_dir / "embeddings.sqlite"),
+    engine = engine_for_gallery(settings, gallery.model_id, EmbeddingCache(settings.cache_dir / "embeddings.sqlite"),
                          "center")
     result = run_identify(engine, matcher, set(gallery.names()), probes, float(threshold), float(margin),
                           Path(args.report) if args.report else None)

@@ -21,34 +21,18 @@ from daemon.outputs import Annotator, Timeline
 from daemon.sinks import JsonlSink, StdoutSink, ZmqPublisher
 from models.detector import DetectorSettings, MTCNNDetector
 from models.embedder import load_embedder
+from models.registry import split_model_id
 from pipeline.detect import DetectStage
 from pipeline.embed import EmbedStage
 from pipeline.events import EventsStage
-from pipeline.match import CentroidMatcher, Matcher, TrackVoter, make_matcher
+from pipeline.gallery import Gallery
+from pipeline.match import CentroidMatcher, Matcher, TrackVoter, default_threshold, make_matcher
 from pipeline.match_stage import MatchStage
 from pipeline.sources import VideoSource, parse_source
 from pipeline.track import TrackStage
 from pipeline.types import Shutdown, SourceStatus
-from tools.gallery_db import Gallery
 
 log = structlog.get_logger(__name__)
-
-
-def _model_of(model_id: str) -> tuple[str, bool]:
-    return model_id.split("@", 1)[0], model_id.endswith(":flip")
-
-
-def default_threshold(model_id: str, matcher: str) -> float:
-    """Threshold for an uncalibrated gallery: the model's measured default, or an error."""
-    from models.registry import get_spec
-
-    if matcher == "svm":
-        return 0.5
-    t = get_spec(_model_of(model_id)[0]).default_threshold
-    if t is None:
-        raise ValueError(f"gallery built with {model_id} is not calibrated and that model has no measured default "
-                         "threshold: run 'facestream gallery calibrate' or set pipeline.threshold")
-    return t
 
 
 class Daemon:
@@ -69,7 +53,7 @@ class Daemon:
         self.gallery_path = gallery_path
         matcher, threshold, margin, version, model_id = self._load_gallery()
         e = settings.embedder
-        name, flip = _model_of(model_id) if model_id else (e.model, e.flip)
+        name, flip = split_model_id(model_id) if model_id else (e.model, e.flip)
         if p.threads_per_stage > 0:
             import torch
 

@@ -8,42 +8,12 @@ and landmarks back to full resolution.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
 
-from pipeline.types import Detection
-
-
-@dataclass(frozen=True)
-class DetectorSettings:
-    """Detector knobs; the defaults find the faces in the shared photos and none in its no-face set."""
-
-    min_face_size: int = 15
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8)
-    min_prob: float = 0.92
-    factor: float = 0.709
-    scale: float = 1.0
-    max_side: int = 0  # when > 0, frames are downscaled so the longest side is at most this
-
-    def __post_init__(self) -> None:
-        if self.min_face_size < 8:
-            raise ValueError(f"min_face_size must be >= 8, got {self.min_face_size}")
-        if not 0.0 < self.scale <= 1.0:
-            raise ValueError(f"scale must be in (0, 1], got {self.scale}")
-        if not 0.0 < self.factor < 1.0:
-            raise ValueError(f"factor must be in (0, 1), got {self.factor}")
-        if len(self.thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in self.thresholds):
-            raise ValueError(f"thresholds must be three numbers in [0, 1], got {self.thresholds}")
-
-    @property
-    def ident(self) -> str:
-        """A string that changes whenever detection output could change (for caches)."""
-        t = ",".join(f"{x:g}" for x in self.thresholds)
-        return (f"mtcnn-fp253:min{self.min_face_size}:t{t}:p{self.min_prob:g}:f{self.factor:g}"
-                f":s{self.scale:g}:m{self.max_side}")
+from models.detection import Detection, DetectorSettings
 
 
 class MTCNNDetector:

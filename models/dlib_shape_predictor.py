@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.align import similarity_transform
 from models.dlib_format import DlibFormatError, DlibReader
 
 SHAPE_PREDICTOR_FILE = "shape_predictor_5_face_landmarks.dat"
@@ -245,32 +246,12 @@ class ShapePredictor:
 # ---------------------------------------------------------------------------------------------- geometry
 
 
-def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """dlib's find_similarity_transform (Umeyama) as a 2x3 matrix mapping src points onto dst."""
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s_c, d_c = src - mu_s, dst - mu_d
-    sigma = (s_c**2).sum() / len(src)
-    cov = d_c.T @ s_c / len(src)
-    u, d, vt = np.linalg.svd(cov)
-    s = np.ones(2)
-    if np.linalg.det(cov) < 0 or (np.linalg.det(cov) == 0 and np.linalg.det(u) * np.linalg.det(vt) < 0):
-        s[1] = -1.0  # svd sorts d descending, so the smaller one is flipped
-    rot = u @ np.diag(s) @ vt
-    c = (d * s).sum() / sigma if sigma != 0 else 1.0
-    m = np.empty((2, 3))
-    m[:, :2] = c * rot
-    m[:, 2] = mu_d - m[:, :2] @ mu_s
-    return m
-
-
 def _shape_tform(init: np.ndarray, init_c: np.ndarray, shape: np.ndarray) -> np.ndarray:
     """2x2 part of find_tform_between_shapes(initial, current); closed form unless a reflection is optimal."""
     d_c = shape.astype(np.float64) - shape.mean(0, dtype=np.float64)
     cov = d_c.T @ init_c
     if cov[0, 0] * cov[1, 1] - cov[0, 1] * cov[1, 0] <= 0:
-        return _similarity(init, shape)[:, :2]
+        return similarity_transform(init, shape)[:, :2]
     sigma = (init_c**2).sum()
     a = (cov[0, 0] + cov[1, 1]) / sigma
     b = (cov[1, 0] - cov[0, 1]) / sigma
@@ -288,7 +269,7 @@ def dlib_chip_transform(points5: np.ndarray, size: int = 150, padding: float = 0
     if pts.shape != (5, 2):
         raise ValueError(f"need 5 landmarks of dlib's 5-point model, got shape {pts.shape}")
     chip_pts = (padding + CHIP_TEMPLATE_5) / (2 * padding + 1) * size
-    t = _similarity(chip_pts, pts)  # chip_details: find_similarity_transform(chip_points, img_points)
+    t = similarity_transform(chip_pts, pts)  # chip_details: find_similarity_transform(chip_points, img_points)
     scale = float(np.hypot(t[0, 0], t[1, 0]))
     rot = t[:, :2] / scale
     centre = t[:, :2] @ np.array([size / 2.0, size / 2.0]) + t[:, 2]
@@ -334,7 +315,7 @@ DLIB5_IN_MTCNN_REF = np.array(
 
 def mtcnn_to_dlib5(landmarks5: np.ndarray) -> np.ndarray:
     """Expected positions of the 5-point model's parts given MTCNN's 5 landmarks (calibrated mean)."""
-    t = _similarity(MTCNN_REF, np.asarray(landmarks5, dtype=np.float64))
+    t = similarity_transform(MTCNN_REF, np.asarray(landmarks5, dtype=np.float64))
     return DLIB5_IN_MTCNN_REF @ t[:, :2].T + t[:, 2]
 
 

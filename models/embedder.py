@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from models.registry import EmbedderSpec, get_spec
+from models.align import align_face, warp_chip
+from models.detection import Detection
+from models.paths import default_cache_dir
+from models.registry import EmbedderSpec, get_spec, model_id_for
 from models.runtime import Runner, make_runner
-from pipeline.align import align_face, warp_chip
-from pipeline.types import Detection
 
 _PREDICTOR: list = []
 
@@ -17,15 +18,9 @@ _PREDICTOR: list = []
 def _shape_predictor():
     if not _PREDICTOR:
         from models.dlib_shape_predictor import ShapePredictor
-        from tools.cache import default_cache_dir
 
         _PREDICTOR.append(ShapePredictor.load(cache_dir=default_cache_dir() / "models"))
     return _PREDICTOR[0]
-
-
-def embedder_model_id(name: str, flip: bool) -> str:
-    """The id stored with vectors: model version plus the flip option (both change the vectors)."""
-    return get_spec(name).model_id + (":flip" if flip else "")
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -63,7 +58,7 @@ class Embedder:
     @property
     def model_id(self) -> str:
         """Identifies the vectors this embedder produces (model version + flip option)."""
-        return embedder_model_id(self.spec.name, self.flip)
+        return model_id_for(self.spec.name, self.flip)
 
     def align(self, image: np.ndarray, detection: Detection) -> np.ndarray:
         """The chip this model was trained on: dlib's own 5-point chip for dlib's network (its

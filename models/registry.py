@@ -5,11 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import nn
 
-from pipeline.align import DLIB_TEMPLATE_150
+if TYPE_CHECKING:  # torch stays unimported until a model is loaded
+    from torch import nn
+
+RUNTIMES = ("torch", "torchscript", "onnx")
+
+# dlib's 150x150 face chip (padding 0.25) expressed in MTCNN's five points.
+DLIB_TEMPLATE_150 = np.array(
+    [[47.55, 46.60], [100.48, 46.60], [74.01, 76.56], [50.41, 103.02], [97.61, 103.02]],
+    dtype=np.float64,
+)
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,18 @@ EMBEDDERS: dict[str, EmbedderSpec] = {
 
 
 def get_spec(name: str) -> EmbedderSpec:
+    """The spec of a known model, or a ValueError naming the known ones."""
     try:
         return EMBEDDERS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(EMBEDDERS)}") from None
+
+
+def model_id_for(name: str, flip: bool) -> str:
+    """The id stored with vectors: model version plus the flip option (both change the vectors)."""
+    return get_spec(name).model_id + (":flip" if flip else "")
+
+
+def split_model_id(model_id: str) -> tuple[str, bool]:
+    """Split a stored model id (``dlib-resnet-v1@2:flip``) into the embedder name and the flip flag."""
+    return model_id.split("@", 1)[0], model_id.endswith(":flip")

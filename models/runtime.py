@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from models.export import export_onnx, export_torchscript
+from models.paths import default_cache_dir
+from models.registry import RUNTIMES
 
-RUNTIMES = ("torch", "torchscript", "onnx")
 log = structlog.get_logger(__name__)
 
 
@@ -112,7 +113,7 @@ def make_runner(module: nn.Module, name: str, input_size: int, runtime: str, dev
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     module = module.eval()
     if runtime == "onnx":
-        export_dir = export_dir or Path.home() / ".cache" / "facestream" / "exports"
+        export_dir = export_dir or default_cache_dir() / "exports"
         path = export_dir / f"{name}-{module_fingerprint(module)}.onnx"
         if not path.is_file():
             export_onnx(module, input_size, path)

@@ -11,7 +11,8 @@ from typing import Protocol
 
 import numpy as np
 
-from tools.gallery_db import Identity
+from models.registry import get_spec, split_model_id
+from pipeline.gallery import Identity
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,17 @@ class MatchResult:
     identity: str | None
     score: float
     margin: float
+
+
+def default_threshold(model_id: str, matcher: str) -> float:
+    """Threshold for an uncalibrated gallery: the model's measured default, or an error."""
+    if matcher == "svm":
+        return 0.5
+    t = get_spec(split_model_id(model_id)[0]).default_threshold
+    if t is None:
+        raise ValueError(f"gallery built with {model_id} is not calibrated and that model has no measured default "
+                         "threshold: run 'facestream gallery calibrate' or set pipeline.threshold")
+    return t
 
 
 class Matcher(Protocol):

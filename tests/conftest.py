@@ -50,7 +50,7 @@ def dlib_embedder():
 
 @pytest.fixture(scope="session")
 def rgb(data_dir: Path):
-    from tools.images import load_rgb
+    from pipeline.images import load_rgb
 
     def load(rel: str) -> np.ndarray:
         return load_rgb(data_dir / rel)
@@ -61,8 +61,8 @@ def rgb(data_dir: Path):
 @pytest.fixture(scope="session")
 def real_chips(data_dir: Path, detector, rgb) -> dict[int, np.ndarray]:
     """Aligned chips of real faces at 150 and 160 px, for runtime parity tests."""
+    from models.align import align_face
     from models.registry import EMBEDDERS
-    from pipeline.align import align_face
 
     names = ["obama.jpg", "obama2.jpg", "biden.jpg"]
     out: dict[int, list[np.ndarray]] = {150: [], 160: []}

@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.align import DLIB_TEMPLATE_150, align_face, similarity_transform
+from models.align import align_face, similarity_transform
+from models.registry import DLIB_TEMPLATE_150
 
 
 def test_similarity_transform_recovers_a_known_transform() -> None:

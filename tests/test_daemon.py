@@ -31,9 +31,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def stills_gallery(tmp_path_factory, data_dir: Path, detector, dlib_embedder) -> Path:
     """Miranda, Lacamoire and Obama stills (the Hamilton example's known faces) plus Biden."""
-    from tools.faces import StillEmbedder
+    from pipeline.gallery import Gallery
+    from pipeline.stills import StillEmbedder
     from tools.gallery_build import QualityGates, Source, build
-    from tools.gallery_db import Gallery
 
     stills = data_dir / "face_recognition_examples" / "stills"
     path = tmp_path_factory.mktemp("gal") / "stills.db"

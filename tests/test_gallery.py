@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.gallery import SCHEMA_VERSION, Gallery, GalleryError, Identity
+from pipeline.images import load_rgb
 from pipeline.match import CentroidMatcher, SvmMatcher, decide, interpolate_augment
+from pipeline.stills import NO_FACE, StillEmbedder
 from tools.calibrate import MARGINS, calibrate, trial_scores
-from tools.faces import NO_FACE, StillEmbedder
 from tools.gallery_build import QualityGates, Source, build, collect_sources, find_conflicts, trimmed_centroid
-from tools.gallery_db import SCHEMA_VERSION, Gallery, GalleryError, Identity
-from tools.images import load_rgb
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

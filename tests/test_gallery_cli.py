@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 
 from models.registry import EMBEDDERS
+from pipeline.gallery import Gallery
+from pipeline.stills import StillEmbedder
 from tools.calibrate import MARGINS, calibrate
-from tools.faces import StillEmbedder
 from tools.gallery_build import QualityGates, build, collect_sources
-from tools.gallery_db import Gallery
 
 REPO = Path(__file__).resolve().parent.parent
 # Enrolled photos of three five_celebrity people; ben_afflek/3.jpg (a 23 px face) fails the quality gates.

@@ -44,7 +44,7 @@ def test_pairs_reader_rejects_bad_csvs(tmp_path: Path) -> None:
 
 
 def test_lfw_accuracy_regression(data_dir: Path, tmp_path: Path, detector, dlib_embedder) -> None:
-    from tools.faces import StillEmbedder
+    from pipeline.stills import StillEmbedder
 
     rows = list(csv.DictReader((data_dir / "lfw" / "pairs_devtest.csv").open()))
     subset = rows[:100] + rows[500:600]  # DevTest lists 500 same pairs, then 500 different ones

@@ -1,1 +1,1 @@
-"""Offline commands: evaluation, benchmarks, galleries."""
+"""Offline commands: gallery build/enrol/calibrate, evaluation, benchmarks."""

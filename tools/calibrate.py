@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tools.gallery_db import Identity
+from pipeline.gallery import Identity
 
 MARGINS = np.round(np.arange(0.0, 0.155, 0.005), 3)
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.faces import FaceResult, StillEmbedder
-from tools.gallery_db import Gallery, Identity
+from pipeline.gallery import Gallery, Identity
+from pipeline.stills import FaceResult, StillEmbedder
+from tools.reports import write_csv
 
 
 @dataclass(frozen=True)
@@ -138,13 +139,6 @@ def find_conflicts(people: list[Identity], threshold: float | None) -> tuple[lis
     return mislabelled, close
 
 
-def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-
-
 def build(engine: StillEmbedder, gallery: Gallery, sources: list[Source], gates: QualityGates,
           report_dir: Path | None, replace_all: bool = True, progress: bool = True) -> dict:
     """Embed, gate, deduplicate and write identities in one transaction; returns counts."""
@@ -180,10 +174,10 @@ def build(engine: StillEmbedder, gallery: Gallery, sources: list[Source], gates:
     gallery.replace_identities(people, keep_others=not replace_all, sources=offered)
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
-        _write_csv(report_dir / "skipped.csv", ["path", "identity", "reason"], skipped)
-        _write_csv(report_dir / "mislabelled.csv", ["path", "identity", "nearest", "own_score", "nearest_score"],
+        write_csv(report_dir / "skipped.csv", ["path", "identity", "reason"], skipped)
+        write_csv(report_dir / "mislabelled.csv", ["path", "identity", "nearest", "own_score", "nearest_score"],
                    mislabelled)
-        _write_csv(report_dir / "close_identities.csv", ["a", "b", "similarity"], close)
+        write_csv(report_dir / "close_identities.csv", ["a", "b", "similarity"], close)
     return {
         "gallery": str(gallery.path), "model": gallery.model_id, "files": len(sources),
         "embedded": engine.computed, "from_cache": engine.cached, "enrolled": sum(len(p.templates) for p in people),

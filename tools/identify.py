@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.match import Matcher, decide
-from tools.faces import StillEmbedder
-from tools.gallery_build import Source, _write_csv
+from pipeline.stills import StillEmbedder
+from tools.gallery_build import Source
+from tools.reports import write_csv
 
 
 def run_identify(engine: StillEmbedder, matcher: Matcher, enrolled: set[str], probes: list[Source],
@@ -58,11 +59,11 @@ def run_identify(engine: StillEmbedder, matcher: Matcher, enrolled: set[str], pr
     }
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
-        _write_csv(report_dir / "predictions.csv", ["path", "actual", "predicted", "score", "margin", "top3"], rows)
-        _write_csv(report_dir / "per_identity.csv", ["identity", "probes", "top1", "accepted_correctly"],
+        write_csv(report_dir / "predictions.csv", ["path", "actual", "predicted", "score", "margin", "top3"], rows)
+        write_csv(report_dir / "per_identity.csv", ["identity", "probes", "top1", "accepted_correctly"],
                    [{"identity": k, "probes": v[0], "top1": round(v[1] / v[0], 4),
                      "accepted_correctly": round(v[2] / v[0], 4)} for k, v in sorted(per_id.items())])
-        _write_csv(report_dir / "failed.csv", ["path", "identity", "reason"],
+        write_csv(report_dir / "failed.csv", ["path", "identity", "reason"],
                    [{"path": str(p.path), "identity": p.identity, "reason": r.reason} for p, r in failed])
         _plot_confusion(report_dir / "confusion.png", confusion)
         _plot_hist(report_dir / "scores.png", genuine_scores, impostor_scores, threshold)

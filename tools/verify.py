@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.faces import FaceResult, StillEmbedder
+from pipeline.stills import FaceResult, StillEmbedder
 from tools.metrics import accuracy_at, best_threshold, kfold_accuracy, roc_figures, save_roc_png
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.cache import SCHEMA as CACHE_SCHEMA
-from tools.cache import EmbeddingCache
+from pipeline.cache import SCHEMA as CACHE_SCHEMA
+from pipeline.cache import EmbeddingCache
 
 SCHEMA_VERSION = 1
 APP_ID = 0x46535447  # "FSTG": marks the file as a facestream gallery

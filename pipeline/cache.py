@@ -35,11 +35,6 @@ class CachedFace:
     info: dict[str, float | int | str | list[float]]
 
 
-def default_cache_dir() -> Path:
-    base = os.getenv("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
-    return Path(base) / "facestream"
-
-
 class EmbeddingCache:
     """Thin wrapper over the SQLite file; ``None`` path means in-memory (no persistence)."""
 

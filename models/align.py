@@ -1,19 +1,17 @@
-"""Face alignment: a least-squares similarity transform from 5 landmarks onto a template."""
+"""Face-chip geometry: the least-squares similarity (Umeyama) between point sets, and warping a face
+onto a model's chip. One fit serves template alignment and dlib's shape-predictor geometry."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-# dlib's 150x150 face chip (padding 0.25) expressed in MTCNN's five points.
-DLIB_TEMPLATE_150 = np.array(
-    [[47.55, 46.60], [100.48, 46.60], [74.01, 76.56], [50.41, 103.02], [97.61, 103.02]],
-    dtype=np.float64,
-)
-
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """2x3 matrix of the rotation+uniform scale+translation mapping src onto dst (Umeyama)."""
+    """2x3 matrix of the rotation+uniform scale+translation mapping src onto dst (Umeyama).
+
+    The reflection test on det(u)·det(vt) is dlib's ``find_similarity_transform`` rule (it equals
+    dlib's det(cov) < 0 test whenever cov is not singular), so dlib's chips come out exact."""
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from models.detection import Detection
 from models.detector import MTCNNDetector
 from models.embedder import Embedder
-from pipeline.types import Detection
-from tools.cache import CachedFace, EmbeddingCache
-from tools.images import DEFAULT_MAX_PIXELS, ImageError, file_sha256, load_rgb
+from pipeline.cache import CachedFace, EmbeddingCache
+from pipeline.images import DEFAULT_MAX_PIXELS, ImageError, file_sha256, load_rgb
 
 NO_FACE = "no face detected"
 POLICY_VERSION = "-v2"  # bump when a selection rule changes, so cached choices are not reused
