@@ -80,6 +80,8 @@ def cmd_bench_embed(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    source = "set by --threshold" if args.threshold_given else "1:1 verification point tuned on LFW DevTrain pairs"
+    print(f"facestream: same person at similarity >= {args.threshold:g} ({source})", file=sys.stderr)
     engine = still_engine(settings, "largest")
     a, b = engine.embed_files([Path(args.image_a), Path(args.image_b)])
     for r in (a, b):
@@ -155,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compare", help="are two photos the same person?")
     cp.add_argument("image_a")
     cp.add_argument("image_b")
-    cp.add_argument("--threshold", type=float, default=0.91, help="cosine similarity threshold (LFW-tuned)")
+    cp.add_argument("--threshold", type=float, help="cosine similarity threshold (default 0.91, LFW-tuned)")
     cp.add_argument("--json", action="store_true")
     model_opts(cp)
     cp.set_defaults(func=cmd_compare)
@@ -177,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "compare":
+        args.threshold_given = args.threshold is not None
+        args.threshold = 0.91 if args.threshold is None else args.threshold
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -87,7 +87,8 @@ class GalleryConfig(BaseModel):
     min_blur: float = Field(10.0, ge=0, description="Reference photos: lowest Laplacian variance of the "
                             "aligned face (lower is blurrier).")
     min_prob: float = Field(0.95, ge=0, le=1, description="Reference photos: lowest detection probability.")
-    target_far: float = Field(1e-3, gt=0, lt=1, description="False accept rate calibration aims for.")
+    target_far: float = Field(0.01, gt=0, lt=1, description="Share of strangers' photos that may be named as "
+                              "someone enrolled (open-set false accept rate); every gallery write calibrates to it.")
     matcher: Literal["centroid", "svm"] = Field("centroid", description="Matcher: centroid cosine or linear SVM.")
     augment: bool = Field(False, description="SVM: interpolate embeddings to balance small classes.")
 
@@ -110,9 +111,14 @@ class PipelineConfig(BaseModel):
     confirm_prob: float = Field(0.98, ge=0, le=1, description="Median detection probability a track needs to be "
                                 "confirmed as a face (rejects animals and textures).")
     min_embed_px: float = Field(32.0, ge=0, description="Smallest face side (px) worth embedding.")
-    vote_k: int = Field(2, ge=1, description="Matches of one identity among the last vote_n needed to claim it.")
-    vote_n: int = Field(5, ge=1, description="How many recent matches of a track the vote looks at.")
-    unknown_after: int = Field(3, ge=1, description="Unmatched embeddings before a track is reported unknown.")
+    min_faces: int = Field(2, ge=1, description="Judgeable faces a track's aggregate needs before it may be named "
+                           "(a track that ends sooner is decided on what it has).")
+    unknown_after: int = Field(3, ge=1, description="Judgeable faces whose aggregate names nobody before a track is "
+                               "reported unknown.")
+    max_embeds_per_track: int = Field(12, ge=1, description="Most faces of one track that are embedded (the best "
+                                      "first; more add little once a track is decided).")
+    min_sharpness: float = Field(0.0, ge=0, description="Laplacian variance of the aligned face below which it is "
+                                 "too blurred to judge.")
     cooldown_s: float = Field(10.0, ge=0, description="Seconds before the same identity is announced again on a "
                               "source.")
     stats_interval_s: float = Field(10.0, gt=0, description="Seconds between stats events.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ def cmd_build(args: argparse.Namespace, settings: Settings, out: Callable[[dict,
     gallery = Gallery.create(args.out, model_id_for(e.model, e.flip), get_spec(e.model).dim)
     engine = engine_for_gallery(settings, None, gallery.cache(), "dominant")
     report = Path(args.report) if args.report else None
-    result = build(engine, gallery, sources, _gates(settings), report)
+    result = build(engine, gallery, sources, _gates(settings), report, target_far=settings.gallery.target_far)
     if withheld:
         result["withheld_identities"] = withheld
     if not args.json:
@@ -58,23 +59,31 @@ def cmd_add(args: argparse.Namespace, settings: Settings, out: Callable[[dict, b
 
     gallery = Gallery.open(_gallery_path(args, settings))
     engine = engine_for_gallery(settings, gallery.model_id, gallery.cache(), "dominant")
-    result = enrol(engine, gallery, args.name, [Path(p) for p in args.images], _gates(settings))
+    result = enrol(engine, gallery, args.name, [Path(p) for p in args.images], _gates(settings),
+                   settings.gallery.target_far)
     out(result, args.json)
     return 0 if result["added"] else 1
 
 
 def cmd_remove(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
     from pipeline.gallery import Gallery
+    from tools.calibrate import recalibrate
 
     gallery = Gallery.open(_gallery_path(args, settings))
-    out({"removed": args.name, "templates": gallery.remove(args.name)}, args.json)
+    removed = gallery.remove(args.name)
+    cal = recalibrate(gallery, settings.gallery.target_far)
+    out({"removed": args.name, "templates": removed, "threshold": cal["threshold"], "margin": cal["margin"]},
+        args.json)
     return 0
 
 
 def cmd_rename(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
     from pipeline.gallery import Gallery
+    from tools.calibrate import recalibrate
 
-    Gallery.open(_gallery_path(args, settings)).rename(args.old, args.new)
+    gallery = Gallery.open(_gallery_path(args, settings))
+    gallery.rename(args.old, args.new)
+    recalibrate(gallery, settings.gallery.target_far)
     out({"renamed": args.old, "to": args.new}, args.json)
     return 0
 
@@ -106,13 +115,12 @@ def cmd_export(args: argparse.Namespace, settings: Settings, out: Callable[[dict
 
 def cmd_calibrate(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
     from pipeline.gallery import Gallery
-    from tools.calibrate import calibrate, save_calibration_png
+    from tools.calibrate import recalibrate, save_calibration_png
 
     gallery = Gallery.open(args.gallery_file)
     people = gallery.identities()
     target = args.target_far if args.target_far is not None else settings.gallery.target_far
-    figures = calibrate(people, target)
-    gallery.set_calibration(figures["threshold"], figures["margin"], figures)
+    figures = recalibrate(gallery, target, bump=True)
     if args.roc_png:
         save_calibration_png(args.roc_png, people)
     out(figures, args.json)
@@ -122,7 +130,8 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings, out: Callable[[d
 def cmd_identify(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
     from pipeline.cache import EmbeddingCache
     from pipeline.gallery import Gallery
-    from pipeline.match import default_threshold, make_matcher
+    from pipeline.match import make_matcher
+    from pipeline.operating_point import gallery_point
     from tools.gallery_build import collect_sources
     from tools.identify import run_identify
 
@@ -132,15 +141,20 @@ def cmd_identify(args: argparse.Namespace, settings: Settings, out: Callable[[di
         raise ValueError(f"gallery {gallery.path} has no identities")
     kind = args.matcher or settings.gallery.matcher
     matcher = make_matcher(kind, people, augment=settings.gallery.augment)
-    threshold = args.threshold if args.threshold is not None else gallery.threshold
-    margin = args.margin if args.margin is not None else gallery.margin
-    if threshold is None:
-        threshold = default_threshold(gallery.model_id, kind)
+    point = gallery_point(gallery, people, kind, settings.gallery.target_far, args.threshold, args.margin)
+    print(f"facestream: matching at {point.describe()}", file=sys.stderr)
     probes = collect_sources(args.probes, args.role)
+    if args.unknown_probes:
+        strangers = collect_sources(args.unknown_probes)
+        if clash := sorted({s.identity for s in strangers} & set(gallery.names())):
+            raise ValueError(f"{args.unknown_probes}: {', '.join(clash[:5])} enrolled; unknown probes must show "
+                             "people who are not in the gallery")
+        probes = probes + strangers
     engine = engine_for_gallery(settings, gallery.model_id, EmbeddingCache(settings.cache_dir / "embeddings.sqlite"),
                          "center")
-    result = run_identify(engine, matcher, set(gallery.names()), probes, float(threshold), float(margin),
+    result = run_identify(engine, matcher, set(gallery.names()), probes, point.threshold, point.margin,
                           Path(args.report) if args.report else None)
+    result["operating_point"] = point.source
     out(result, args.json)
     return 0
 
@@ -200,6 +214,7 @@ def add_identify(ev: Any, run: Callable[..., Callable[[argparse.Namespace], int]
     i = ev.add_parser("identify", help="top-1/top-5 and open-set TAR/FAR of a gallery on probe photos")
     i.add_argument("--gallery", help="gallery file")
     i.add_argument("--probes", required=True, help="folder per identity, or CSV filename,identity[,role]")
+    i.add_argument("--unknown-probes", help="folder or CSV of photos of people NOT in the gallery (open-set FAR)")
     i.add_argument("--role", help="with a CSV: only rows whose role column equals this")
     i.add_argument("--report", help="folder for predictions.csv, per_identity.csv, failed.csv and plots")
     i.add_argument("--matcher", choices=["centroid", "svm"])

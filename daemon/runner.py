@@ -26,10 +26,12 @@ from pipeline.detect import DetectStage
 from pipeline.embed import EmbedStage
 from pipeline.events import EventsStage
 from pipeline.gallery import Gallery
-from pipeline.match import CentroidMatcher, Matcher, TrackVoter, default_threshold, make_matcher
-from pipeline.match_stage import MatchStage
+from pipeline.match import CentroidMatcher, Matcher, make_matcher
+from pipeline.match_stage import FaceGate, MatchStage
+from pipeline.operating_point import gallery_point
 from pipeline.sources import VideoSource, parse_source
 from pipeline.track import TrackStage
+from pipeline.track_decision import TrackJudge
 from pipeline.types import Shutdown, SourceStatus
 
 log = structlog.get_logger(__name__)
@@ -43,8 +45,6 @@ class Daemon:
             raise ValueError("no sources: pass --source URI or set sources in the config")
         self.settings = settings
         p = settings.pipeline
-        if p.vote_k > p.vote_n:
-            raise ValueError(f"pipeline.vote_k ({p.vote_k}) must not exceed pipeline.vote_n ({p.vote_n})")
         self.specs = [parse_source(uri) for uri in settings.sources]
         ids = [s.id for s in self.specs]
         if len(set(ids)) != len(ids):
@@ -91,10 +91,11 @@ class Daemon:
         self.track = TrackStage(self.q_det, self.q_track, iou_threshold=p.iou_threshold, max_age=p.max_track_age,
                                 refresh_every=p.refresh_every, min_embed_px=p.min_embed_px,
                                 scene_cut_threshold=p.scene_cut_threshold, confirm_hits=p.confirm_hits,
-                                confirm_prob=p.confirm_prob)
+                                confirm_prob=p.confirm_prob, max_embeds=p.max_embeds_per_track)
         self.embed = EmbedStage(self.q_track, self.q_emb, self.embedder)
         self.match = MatchStage(self.q_emb, self.q_match, matcher, threshold, margin,
-                                TrackVoter(p.vote_k, p.vote_n, p.unknown_after), version)
+                                TrackJudge(p.min_faces, p.unknown_after), version,
+                                FaceGate(p.min_embed_px, 0.2, p.min_sharpness, d.min_prob))
         self.events = EventsStage(self.q_match, self.sinks, self.embedder.model_id, lambda: self.match.gallery_version,
                                   p.cooldown_s, self.stats, p.stats_interval_s, observers)
         self.stages = [self.detect, self.track, self.embed, self.match, self.events]
@@ -113,12 +114,10 @@ class Daemon:
             people = g.identities()
             kind = self.settings.gallery.matcher
             matcher = make_matcher(kind, people, self.settings.gallery.augment) if people else CentroidMatcher([])
-            threshold = p.threshold if p.threshold is not None else g.threshold
-            if threshold is None:
-                threshold = default_threshold(g.model_id, kind)
-                log.warning("gallery_not_calibrated_using_default_threshold", threshold=threshold)
-            margin = p.margin if p.margin is not None else g.margin
-            return matcher, float(threshold), float(margin), g.version, g.model_id
+            point = gallery_point(g, people, kind, self.settings.gallery.target_far, p.threshold, p.margin)
+            log.info("operating_point", threshold=point.threshold, margin=point.margin, source=point.source,
+                     identities=len(people))
+            return matcher, point.threshold, point.margin, g.version, g.model_id
         finally:
             g.close()
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from models.embedder import Embedder
 from pipeline.stage import Stage
+from pipeline.stills import laplacian_blur
 from pipeline.track import face_quality
 from pipeline.types import EmbeddedFrame, FaceEmbedding, SourceStatus, TrackedFrame
 
@@ -38,5 +39,5 @@ class EmbedStage(Stage):
         chips = np.stack([self.embedder.align(msg.frame.image, d) for _, d in dets])  # type: ignore[arg-type]
         vecs = self.embedder.embed(chips)
         self.faces_embedded += len(vecs)
-        self.emit(EmbeddedFrame(msg, tuple(FaceEmbedding(tid, v, d, face_quality(d))  # type: ignore[arg-type]
-                                           for (tid, d), v in zip(dets, vecs, strict=True))))
+        self.emit(EmbeddedFrame(msg, tuple(FaceEmbedding(tid, v, d, face_quality(d), laplacian_blur(c))  # type: ignore[arg-type]
+                                           for (tid, d), v, c in zip(dets, vecs, chips, strict=True))))

@@ -1,9 +1,10 @@
 """Events stage: turns matched frames into JSON events (``schema: 1``) and hands them to the sinks.
 
-Rules: a recognized event when a track's vote claims an identity, at most once per identity per
-source within the cooldown (so a track that flickers apart does not notify twice); an unknown
-event at most once per track; track.ended for every track; source.status passed through; stats
-periodically. Cooldowns use media time for files and capture time for live sources, so a file
+Rules: a recognized event when a track is named (pipeline.track_decision), during the track or at
+its end, at most once per identity per source within the cooldown (so a track that flickers apart does
+not notify twice); an unknown event at most once per track; track.ended for every track, saying how it
+was decided (or why not); source.status passed through; stats periodically, with decided and
+undecided track counts. Cooldowns use media time for files and capture time for live sources, so a file
 analysed twice yields the same events.
 """
 
@@ -12,16 +13,17 @@ from __future__ import annotations
 import queue
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
 
+from models.detection import Detection
 from pipeline.stage import Stage
 from pipeline.track import frame_time
-from pipeline.types import Frame, MatchedFrame, SourceStatus, TrackDecision
+from pipeline.types import EndedTrack, Frame, MatchedFrame, SourceStatus
 
 SCHEMA = 1
 
@@ -67,6 +69,8 @@ class EventsStage(Stage):
         self._last_recognized: dict[tuple[str, str], float] = {}
         self._claims: dict[str, dict[int, str | None]] = {}
         self._last_stats = time.monotonic()
+        self.tracks_decided: Counter[str] = Counter()  # recognized / unknown
+        self.tracks_undecided: Counter[str] = Counter()  # by reason
 
     def publish(self, topic: str, body: dict[str, Any]) -> None:
         iso, epoch = _now()
@@ -89,13 +93,27 @@ class EventsStage(Stage):
             raise ValueError(f"events stage got an unexpected message {type(msg).__name__}")
         self._maybe_stats()
 
-    def _face_body(self, frame: Frame, d: TrackDecision, identity: str | None) -> dict[str, Any]:
+    def _face_body(self, frame: Frame, track_id: int, det: Detection | None, identity: str | None, score: float,
+                   margin: float, faces: int, at: EndedTrack | None = None) -> dict[str, Any]:
+        """``at``: a track decided at its end is reported at its last frame, not at the frame that ended it
+        (after a shot cut that frame shows someone else)."""
+        index, pts = (frame.index, frame.pts) if at is None else (at.last_frame, at.last_time if frame.pts is not None
+                                                                   else None)
         return {
-            "source": frame.source_id, "frame": frame.index, "pts": _r(frame.pts, 3), "track_id": d.track_id,
-            "identity": identity, "score": _r(d.score), "margin": _r(d.margin),
-            "bbox": [round(v, 1) for v in d.detection.box], "det_prob": _r(d.detection.prob),
+            "source": frame.source_id, "frame": index, "pts": _r(pts, 3), "track_id": track_id,
+            "identity": identity, "score": _r(score), "margin": _r(margin),
+            "bbox": [round(v, 1) for v in det.box] if det is not None else None,
+            "det_prob": _r(det.prob) if det is not None else None, "faces": faces,
             "model": self.model_id, "gallery_version": self.gallery_version(),
         }
+
+    def _recognized(self, frame: Frame, t: float, body: dict[str, Any], record: bool = True) -> None:
+        key = (frame.source_id, body["identity"])
+        last = self._last_recognized.get(key)
+        if last is None or t - last >= self.cooldown_s:
+            self.publish("face.recognized", body)
+        if record:
+            self._last_recognized[key] = t
 
     def _frame(self, msg: MatchedFrame) -> None:
         frame = msg.tracked.frame
@@ -109,13 +127,22 @@ class EventsStage(Stage):
         for d in msg.decisions:
             claims[d.track_id] = d.claimed
             if d.newly_claimed and d.claimed is not None:
-                key = (src, d.claimed)
-                last = self._last_recognized.get(key)
-                if last is None or t - last >= self.cooldown_s:
-                    self.publish("face.recognized", self._face_body(frame, d, d.claimed))
-                self._last_recognized[key] = t
+                self._recognized(frame, t, self._face_body(frame, d.track_id, d.detection, d.claimed, d.score,
+                                                           d.margin, d.faces))
             if d.unknown:
-                self.publish("face.unknown", self._face_body(frame, d, None))
+                self.publish("face.unknown", self._face_body(frame, d.track_id, d.detection, None, d.score, d.margin,
+                                                             d.faces))
+        for e in msg.ended:  # tracks decided only now, at their end
+            if e.newly_claimed and e.identity is not None:
+                claims[e.ended.track_id] = e.identity
+                # A track ended by a shot cut belongs to the old shot: it starts no cooldown in the new one.
+                self._recognized(frame, e.ended.last_time, self._face_body(
+                    frame, e.ended.track_id, e.detection, e.identity, e.score, e.margin, e.faces, e.ended),
+                    record=not msg.tracked.scene_cut)
+            if e.newly_unknown:
+                body = self._face_body(frame, e.ended.track_id, e.detection, None, e.score, e.margin, e.faces,
+                                       e.ended)
+                self.publish("face.unknown", {**body, "reason": e.reason} if e.reason else body)
         for o in self.observers:
             o.observe(msg, claims)
         for e in msg.ended:
@@ -124,8 +151,14 @@ class EventsStage(Stage):
                 # A claimed identity stays "present" until its track ends: cooldown counts from here.
                 self._last_recognized[(src, e.identity)] = max(self._last_recognized.get((src, e.identity), t),
                                                                e.ended.last_time)
+            if e.decision == "undecided":
+                self.tracks_undecided[e.reason or "unknown reason"] += 1
+            else:
+                self.tracks_decided[e.decision] += 1
             self.publish("track.ended", {
                 "source": src, "track_id": e.ended.track_id, "identity": e.identity, "best_score": _r(e.best_score),
+                "decision": e.decision, "undecided_reason": e.reason if e.decision == "undecided" else None,
+                "faces_judged": e.faces, "sized_s": e.ended.sized_s,
                 "first_frame": e.ended.first_frame, "last_frame": e.ended.last_frame,
                 "first_time": _r(e.ended.first_time, 3), "last_time": _r(e.ended.last_time, 3),
                 "frames_seen": e.ended.frames_seen, "model": self.model_id,
@@ -144,7 +177,9 @@ class EventsStage(Stage):
         now = time.monotonic()
         if force or now - self._last_stats >= self.stats_interval_s:
             self._last_stats = now
-            self.publish("stats", {**self.stats_fn(), "latency": self.latency()})
+            self.publish("stats", {**self.stats_fn(), "latency": self.latency(),
+                                   "tracks_decided": dict(self.tracks_decided),
+                                   "tracks_undecided": dict(self.tracks_undecided)})
 
     def flush(self) -> None:
         self._maybe_stats(force=True)

@@ -180,13 +180,15 @@ class Gallery:
         cur.execute("UPDATE meta SET value = ? WHERE key = 'updated'", (str(time.time()),))
         cur.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'")
 
-    def set_calibration(self, threshold: float, margin: float, figures: dict) -> None:
+    def set_calibration(self, threshold: float | None, margin: float, figures: dict | None, bump: bool = True) -> None:
+        """Store the operating point; ``bump=False`` when it completes a write that already bumped the version."""
         with self.conn as cur:
             cur.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", [
                 ("threshold", json.dumps(threshold)), ("margin", json.dumps(margin)),
                 ("calibration", json.dumps(figures)),
             ])
-            self._touch(cur)
+            if bump:
+                self._touch(cur)
 
     # ---- identities ----------------------------------------------------------------------
     def names(self) -> list[str]:

@@ -11,7 +11,6 @@ from typing import Protocol
 
 import numpy as np
 
-from models.registry import get_spec, split_model_id
 from pipeline.gallery import Identity
 
 
@@ -23,17 +22,6 @@ class MatchResult:
     identity: str | None
     score: float
     margin: float
-
-
-def default_threshold(model_id: str, matcher: str) -> float:
-    """Threshold for an uncalibrated gallery: the model's measured default, or an error."""
-    if matcher == "svm":
-        return 0.5
-    t = get_spec(split_model_id(model_id)[0]).default_threshold
-    if t is None:
-        raise ValueError(f"gallery built with {model_id} is not calibrated and that model has no measured default "
-                         "threshold: run 'facestream gallery calibrate' or set pipeline.threshold")
-    return t
 
 
 class Matcher(Protocol):
@@ -138,57 +126,3 @@ def make_matcher(kind: str, people: list[Identity], augment: bool = False) -> Ma
     if kind == "svm":
         return SvmMatcher(people, augment=augment)
     raise ValueError(f"matcher must be 'centroid' or 'svm', got {kind!r}")
-
-
-@dataclass
-class _TrackVotes:
-    recent: list[str | None]
-    claimed: str | None = None
-    best_score: float = -1.0
-    best_identity: str | None = None
-    embeds: int = 0
-    unknown_reported: bool = False
-
-
-class TrackVoter:
-    """k-of-n vote over a track's recent per-face decisions before an identity is claimed.
-
-    A track becomes a confirmed unknown once ``unknown_after`` faces were embedded, none of the
-    last ``unknown_after`` matched anyone, and it holds no claim: reported once per track.
-    """
-
-    def __init__(self, k: int = 2, n: int = 5, unknown_after: int = 3) -> None:
-        if not 1 <= k <= n:
-            raise ValueError(f"vote needs 1 <= k <= n, got k={k}, n={n}")
-        if unknown_after < 1:
-            raise ValueError(f"unknown_after must be >= 1, got {unknown_after}")
-        self.k, self.n, self.unknown_after = k, n, unknown_after
-        self.tracks: dict[tuple[str, int], _TrackVotes] = {}
-
-    def add(self, key: tuple[str, int], result: MatchResult) -> tuple[str | None, bool, bool]:
-        """Record one decision; returns (claimed identity, newly claimed, newly confirmed unknown)."""
-        st = self.tracks.setdefault(key, _TrackVotes([]))
-        st.embeds += 1
-        st.recent = [*st.recent, result.identity][-self.n :]
-        if result.identity is not None and result.score > st.best_score:
-            st.best_score, st.best_identity = result.score, result.identity
-        counts: dict[str, int] = {}
-        for ident in st.recent:
-            if ident is not None:
-                counts[ident] = counts.get(ident, 0) + 1
-        winner = max(counts.items(), key=lambda kv: (kv[1], kv[0] == st.claimed), default=(None, 0))
-        newly = False
-        if winner[0] is not None and winner[1] >= self.k and winner[0] != st.claimed:
-            st.claimed, newly = winner[0], True
-        unknown = False
-        if (st.claimed is None and not st.unknown_reported and st.embeds >= self.unknown_after
-                and all(i is None for i in st.recent[-self.unknown_after :])):
-            st.unknown_reported = unknown = True
-        return st.claimed, newly, unknown
-
-    def finish(self, key: tuple[str, int]) -> tuple[str | None, float]:
-        """Forget an ended track; returns (claimed identity, best score of that identity)."""
-        st = self.tracks.pop(key, None)
-        if st is None:
-            return None, 0.0
-        return st.claimed, st.best_score if st.claimed is not None else 0.0

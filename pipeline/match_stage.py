@@ -1,6 +1,7 @@
-"""Match stage: gallery matcher per embedded face, then the track's k-of-n vote.
+"""Match stage: each judgeable face joins its track's aggregate, and the gallery decision is taken on
+that aggregate (pipeline.track_decision); ended tracks get their final decision here.
 
-The matcher, threshold and margin are swapped atomically on SIGHUP (gallery reload).
+The matcher and operating point are swapped atomically on SIGHUP (gallery reload).
 """
 
 from __future__ import annotations
@@ -9,18 +10,51 @@ import queue
 import threading
 from typing import Any
 
-from pipeline.match import Matcher, TrackVoter, decide
+import numpy as np
+
+from pipeline.match import Matcher, MatchResult, decide
 from pipeline.stage import Stage
-from pipeline.types import EmbeddedFrame, EndedTrackSummary, MatchedFrame, SourceStatus, TrackDecision
+from pipeline.track_decision import TrackJudge
+from pipeline.types import (
+    EmbeddedFrame,
+    EndedTrackSummary,
+    FaceEmbedding,
+    MatchedFrame,
+    SourceStatus,
+    TrackDecision,
+)
+
+
+class FaceGate:
+    """Which embedded faces are good enough to judge (to name someone on, or to call unknown)."""
+
+    def __init__(self, min_px: float = 32.0, min_quality: float = 0.2, min_sharpness: float = 0.0,
+                 min_prob: float = 0.0) -> None:
+        self.min_px, self.min_quality, self.min_sharpness, self.min_prob = min_px, min_quality, min_sharpness, min_prob
+
+    def reject(self, e: FaceEmbedding) -> str | None:
+        d = e.detection
+        if min(d.width, d.height) < self.min_px:
+            return f"face too small (< {self.min_px:g} px)"
+        if e.quality < self.min_quality:
+            return "face turned away or too small to judge"
+        if e.sharpness < self.min_sharpness:
+            return f"face blurred (sharpness < {self.min_sharpness:g})"
+        if d.prob < self.min_prob:
+            return f"low detection probability (< {self.min_prob:g})"
+        return None
 
 
 class MatchStage(Stage):
     name = "match"
 
     def __init__(self, inq: queue.Queue[Any], outq: queue.Queue[Any], matcher: Matcher, threshold: float,
-                 margin: float, voter: TrackVoter, gallery_version: int = 0) -> None:
+                 margin: float, judge: TrackJudge, gallery_version: int = 0, gate: FaceGate | None = None,
+                 decide_after_s: float = 1.0) -> None:
         super().__init__(inq, outq)
-        self.voter = voter
+        self.decide_after_s = decide_after_s
+        self.judge = judge
+        self.gate = gate or FaceGate()
         self._lock = threading.Lock()
         self._state = (matcher, threshold, margin, gallery_version)
 
@@ -32,27 +66,43 @@ class MatchStage(Stage):
     def gallery_version(self) -> int:
         return self._state[3]
 
+    def _decide(self, key: tuple[str, int]) -> MatchResult | None:
+        agg = self.judge.aggregate(key)
+        if agg is None:
+            return None
+        with self._lock:
+            matcher, threshold, margin, _ = self._state
+        return decide(matcher.topk(agg[None, :], 5)[0], threshold, margin)
+
     def handle(self, msg: Any) -> None:
         if isinstance(msg, SourceStatus):
             self.emit(msg)
             return
         if not isinstance(msg, EmbeddedFrame):
             raise ValueError(f"match stage got an unexpected message {type(msg).__name__}")
-        with self._lock:
-            matcher, threshold, margin, _ = self._state
         src = msg.tracked.frame.source_id
         decisions = []
-        if msg.embeddings:
-            import numpy as np
-
-            cands = matcher.topk(np.stack([e.vec for e in msg.embeddings]), 5)
-            for e, c in zip(msg.embeddings, cands, strict=True):
-                r = decide(c, threshold, margin)
-                claimed, newly, unknown = self.voter.add((src, e.track_id), r)
-                decisions.append(TrackDecision(e.track_id, e.detection, r.identity, r.score, r.margin, claimed,
-                                               newly, unknown))
+        for e in msg.embeddings:
+            key = (src, e.track_id)
+            if not self.judge.add(key, np.asarray(e.vec), e.quality, self.gate.reject(e), e.detection):
+                continue
+            r = self._decide(key)
+            assert r is not None
+            v = self.judge.judge(key, r)
+            decisions.append(TrackDecision(e.track_id, e.detection, r.identity, r.score, r.margin, v.claimed,
+                                           v.newly_claimed, v.unknown, v.faces))
         ended = []
         for t in msg.tracked.ended:
-            ident, best = self.voter.finish((src, t.track_id))
-            ended.append(EndedTrackSummary(t, ident, best))
+            key = (src, t.track_id)
+            fv = self.judge.finish(key, self._decide(key) if self.judge.pending(key) else None)
+            reason, decision, newly_unknown = fv.reason, fv.decision, fv.newly_unknown
+            if decision == "undecided" and t.not_embedded:
+                reason = t.not_embedded
+            if decision == "undecided" and t.sized_s >= self.decide_after_s:
+                # In view long enough, never judgeable: nobody can be named on it, so it is an unknown face.
+                decision, newly_unknown = "unknown", True
+            r = fv.result
+            ended.append(EndedTrackSummary(t, fv.claimed, fv.best_score if fv.claimed else 0.0, decision, reason,
+                                           fv.newly_claimed, newly_unknown, fv.detection,
+                                           r.score if r else 0.0, r.margin if r else 0.0, fv.faces))
         self.emit(MatchedFrame(msg.tracked, tuple(decisions), tuple(ended)))

@@ -59,10 +59,17 @@ class _Track:
     best_quality: float = 0.0
     probs: list[float] | None = None
     confirmed: bool = False
+    skipped: dict[str, int] | None = None  # why faces were not embedded
+    sized_from: float | None = None  # time of the first and last face big enough to embed
+    sized_to: float = 0.0
 
     def ended(self) -> EndedTrack:
+        why = None
+        if self.embeds == 0 and self.skipped:
+            why = max(self.skipped.items(), key=lambda kv: kv[1])[0]
+        sized = 0.0 if self.sized_from is None else self.sized_to - self.sized_from
         return EndedTrack(self.track_id, self.first_frame, self.last_frame, self.first_time, self.last_time,
-                          self.last_frame - self.first_frame + 1)
+                          self.last_frame - self.first_frame + 1, why, round(sized, 3))
 
 
 class IoUTracker:
@@ -70,11 +77,14 @@ class IoUTracker:
 
     def __init__(self, iou_threshold: float = 0.3, max_age: int = 15, refresh_every: int = 5,
                  min_embed_px: float = 32.0, min_quality: float = 0.2, confirm_hits: int = 3,
-                 confirm_prob: float = 0.98) -> None:
+                 confirm_prob: float = 0.98, max_embeds: int = 12) -> None:
         if not 0.0 < iou_threshold < 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1), got {iou_threshold}")
         if max_age < 1 or refresh_every < 1:
             raise ValueError("max_age and refresh_every must be >= 1")
+        if max_embeds < 1:
+            raise ValueError(f"max_embeds must be >= 1, got {max_embeds}")
+        self.max_embeds = max_embeds
         self.iou_threshold = iou_threshold
         self.max_age = max_age
         self.refresh_every = refresh_every
@@ -103,6 +113,7 @@ class IoUTracker:
                 used_d.add(di)
                 tr, d = self.tracks[ti], detections[di]
                 tr.box, tr.last_frame, tr.last_time = d.box, frame.index, t
+                self._sized(tr, d, t)
                 tr.hits += 1
                 self._confirm(tr, d.prob)
                 matched[tr.track_id] = d
@@ -110,6 +121,7 @@ class IoUTracker:
                 if di not in used_d:
                     tr = _Track(self._next_id, d.box, frame.index, t, frame.index, t)
                     self._next_id += 1
+                    self._sized(tr, d, t)
                     self._confirm(tr, d.prob)
                     self.tracks.append(tr)
                     matched[tr.track_id] = d
@@ -123,6 +135,11 @@ class IoUTracker:
                       for tr in self.tracks if tr.confirmed)
         return TrackedFrame(frame, views, tuple(embed), tuple(tr.ended() for tr in ended if tr.confirmed))
 
+    def _sized(self, tr: _Track, d: Detection, t: float) -> None:
+        if min(d.width, d.height) >= self.min_embed_px:
+            tr.sized_from = t if tr.sized_from is None else tr.sized_from
+            tr.sized_to = t
+
     def _confirm(self, tr: _Track, prob: float) -> None:
         """A track counts (is embedded, reported) only after ``confirm_hits`` detections whose median
         probability reaches ``confirm_prob``: animals and textures fire MTCNN now and then at ~0.9-0.98,
@@ -133,7 +150,16 @@ class IoUTracker:
 
     def _should_embed(self, tr: _Track, d: Detection) -> bool:
         q = face_quality(d)
-        if min(d.width, d.height) < self.min_embed_px or q < self.min_quality:
+        why = None
+        if min(d.width, d.height) < self.min_embed_px:
+            why = f"face too small (< {self.min_embed_px:g} px)"
+        elif q < self.min_quality:
+            why = "face turned away or too small to judge"
+        if why is not None:
+            tr.skipped = tr.skipped or {}
+            tr.skipped[why] = tr.skipped.get(why, 0) + 1
+            return False
+        if tr.embeds >= self.max_embeds:
             return False
         if tr.embeds == 0 or (tr.hits >= tr.next_refresh and q >= 0.8 * tr.best_quality):
             tr.embeds += 1

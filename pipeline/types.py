@@ -79,6 +79,8 @@ class EndedTrack:
     first_time: float
     last_time: float
     frames_seen: int
+    not_embedded: str | None = None  # why its faces were never embedded, when they were not
+    sized_s: float = 0.0  # seconds between its first and last face big enough to embed
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,8 @@ class FaceEmbedding:
     track_id: int
     vec: np.ndarray
     detection: Detection
-    quality: float
+    quality: float  # size x frontality, the weight of this face in its track's aggregate
+    sharpness: float = 0.0  # Laplacian variance of the aligned chip (low = blurred)
 
 
 @dataclass(frozen=True)
@@ -110,23 +113,35 @@ class EmbeddedFrame:
 
 @dataclass(frozen=True)
 class TrackDecision:
-    """The match stage's verdict for one embedded face of a track."""
+    """The match stage's verdict on a track after one judgeable face was added to its aggregate."""
 
     track_id: int
     detection: Detection
-    identity: str | None  # this embedding's own decision (threshold + margin)
+    identity: str | None  # the decision (threshold + margin) on the track's aggregate
     score: float
     margin: float
-    claimed: str | None  # identity the track holds after the k-of-n vote
-    newly_claimed: bool  # the vote just switched the track to ``claimed``
+    claimed: str | None  # identity the track holds
+    newly_claimed: bool  # the track was just named (or renamed) ``claimed``
     unknown: bool  # the track just became a confirmed unknown (reported once)
+    faces: int = 0  # judgeable faces in the aggregate
 
 
 @dataclass(frozen=True)
 class EndedTrackSummary:
+    """How a track ended. ``decision``: recognized, unknown or undecided (``reason`` says why). A track
+    decided only at its end carries that decision (``newly_claimed`` / ``newly_unknown``)."""
+
     ended: EndedTrack
     identity: str | None
     best_score: float
+    decision: str = "undecided"
+    reason: str | None = None
+    newly_claimed: bool = False
+    newly_unknown: bool = False
+    detection: Detection | None = None
+    score: float = 0.0
+    margin: float = 0.0
+    faces: int = 0
 
 
 @dataclass(frozen=True)

@@ -133,3 +133,24 @@ def test_sigterm_mid_file_drains_and_keeps_every_published_event(tmp_path, data_
     statuses = [e["status"] for e in written if e["topic"] == "source.status"]
     assert statuses[0] == "opened" and "eof" not in statuses  # stopped mid-file, not at its end
     assert any(e["topic"] == "track.ended" for e in written)  # open tracks were closed on the way out
+
+
+@pytest.mark.parametrize("clip", ["face_recognition_examples/video/short_hamilton_clip.mp4",
+                                  "videos/known_identity/obama_speech.mp4"])
+def test_every_track_in_view_for_a_second_ends_decided(tmp_path, data_dir, stills_gallery, clip) -> None:
+    """A face big enough to embed for >= 1 s is never left silent: its track is named or called unknown."""
+    events = run_daemon(tmp_path, data_dir / clip, stills_gallery, "decided")
+    faces = {(e["topic"], e["track_id"]) for e in events if e["topic"] in ("face.recognized", "face.unknown")}
+    ended = [e for e in events if e["topic"] == "track.ended"]
+    long = [e for e in ended if e["sized_s"] >= 1.0]
+    assert long, "the clip has no face in view for a second"
+    for e in long:
+        assert e["decision"] in ("recognized", "unknown"), e
+        if e["decision"] == "unknown":
+            assert ("face.unknown", e["track_id"]) in faces, e
+        else:
+            announced = {ev["identity"] for ev in events if ev["topic"] == "face.recognized"}
+            assert e["identity"] in announced, e
+    stats = [e for e in events if e["topic"] == "stats"][-1]
+    undecided = sum(stats["tracks_undecided"].values())
+    assert undecided == sum(e["decision"] == "undecided" for e in ended)

@@ -206,7 +206,11 @@ def test_remove_erases_person_templates_and_cached_embeddings(gallery: Path, bas
     shas = {name: {sha256(base_gallery / "src" / name / f) for f in files} for name, files in BASE.items()}
     before = snapshot(gallery)
     rc, stdout, _ = cli("gallery", "remove", "jerry_seinfeld", "--gallery", gallery, "--json")
-    assert rc == 0 and json.loads(stdout) == {"removed": "jerry_seinfeld", "templates": 3}
+    out = json.loads(stdout)
+    assert rc == 0 and (out["removed"], out["templates"]) == ("jerry_seinfeld", 3)
+    with closing(sqlite3.connect(gallery)) as conn:  # recalibrated for the people left (fewer identities)
+        stored = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'calibration'").fetchone()[0])
+    assert stored["threshold"] == out["threshold"] and stored["identities"] == len(BASE) - 1
     after = snapshot(gallery)
     assert after == {k: v for k, v in before.items() if k != "jerry_seinfeld"}  # others byte-identical
     with closing(sqlite3.connect(gallery)) as conn:
@@ -314,9 +318,16 @@ def test_calibrate_and_identify_five_celebrity(celebrity: dict[str, Path], data_
                                                cli) -> None:
     path = celebrity["all"]
     png = tmp_path / "roc.png"
-    rc, stdout, _ = cli("gallery", "calibrate", path, "--target-far", "0.01", "--roc-png", png, "--json")
+    # 81 templates: too few impostor trials to resolve 1 % empirically, so the size-aware prior is used...
+    rc, stdout, _ = cli("gallery", "calibrate", path, "--target-far", "0.01", "--json")
+    prior = json.loads(stdout)
+    assert rc == 0 and "5 identities at target FAR 0.01" in prior["method"] and "too small" in prior["method"]
+    # ...while 5 % can be calibrated leave-identity-out.
+    rc, stdout, _ = cli("gallery", "calibrate", path, "--target-far", "0.05", "--roc-png", png, "--json")
     fig = json.loads(stdout)
-    assert rc == 0 and fig["identities"] == 5 and fig["far"] <= 0.01 and fig["margin"] in MARGINS.tolist()
+    assert rc == 0 and fig["identities"] == 5 and fig["far"] <= 0.05 and fig["margin"] in MARGINS.tolist()
+    assert fig["method"].startswith("leave-identity-out at target FAR 0.05")
+    assert fig["threshold"] < prior["threshold"]  # the stricter target gives the stricter threshold
     assert png.stat().st_size > 0
     g = Gallery.open(path)
     assert (g.threshold, g.margin, g.calibration) == (fig["threshold"], fig["margin"], fig)
@@ -356,6 +367,6 @@ def test_open_set_identify_counts_the_missing_person_as_unknown(celebrity: dict[
     res = json.loads(stdout)
     assert rc == 0, res
     assert res["unknown_probes"] == 5  # every mindy_kaling probe, none failed detection
-    assert isinstance(res["far"], float) and 0.0 <= res["far"] <= 1.0
+    assert res["far"] == 0.0  # no photo of the person left out is named as one of the other four
     assert res["known_probes"] + res["unknown_probes"] + res["failed_detections"] == 25
     assert res["top1"] == 1.0 and (res["threshold"], res["margin"]) == (fig["threshold"], fig["margin"])

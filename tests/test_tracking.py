@@ -1,12 +1,13 @@
-"""Tracker, vote and scene-cut logic on synthetic detections (the video tests cover them end to end)."""
+"""Tracker, track-decision and scene-cut logic on synthetic detections (the video tests cover them end to end)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.match import MatchResult, TrackVoter
+from pipeline.match import CentroidMatcher, MatchResult, decide
 from pipeline.track import IoUTracker, SceneCutDetector, iou
+from pipeline.track_decision import UNDECIDED_NO_EMBEDDING, TrackJudge
 from pipeline.types import Detection, Frame
 
 
@@ -46,18 +47,54 @@ def test_tracks_are_confirmed_stable_carried_and_ended() -> None:
     assert out.ended[0].first_frame == 0 and out.ended[0].last_frame == 5
 
 
-def test_vote_claims_after_k_of_n_and_reports_unknown_once() -> None:
-    v = TrackVoter(k=2, n=3, unknown_after=2)
+def _unit(v: list[float]) -> np.ndarray:
+    a = np.asarray(v, np.float32)
+    return a / np.linalg.norm(a)
+
+
+def test_judge_names_on_the_aggregate_after_min_faces_and_reports_unknown_once() -> None:
+    j = TrackJudge(min_faces=2, unknown_after=2)
     yes, no = MatchResult([("ann", 0.95)], "ann", 0.95, 0.1), MatchResult([("ann", 0.5)], None, 0.5, 0.1)
-    assert v.add(("cam", 1), yes) == (None, False, False)
-    assert v.add(("cam", 1), yes) == ("ann", True, False)
-    assert v.add(("cam", 1), no) == ("ann", False, False)
-    assert v.finish(("cam", 1)) == ("ann", 0.95)
-    assert v.add(("cam", 2), no) == (None, False, False)
-    assert v.add(("cam", 2), no) == (None, False, True)
-    assert v.add(("cam", 2), no) == (None, False, False)  # once per track
-    with pytest.raises(ValueError, match="1 <= k <= n"):
-        TrackVoter(k=4, n=3)
+    k1, k2 = ("cam", 1), ("cam", 2)
+    assert j.add(k1, _unit([1, 0]), 1.0, None)
+    assert j.judge(k1, yes).claimed is None  # one face is not enough to name a track
+    assert j.add(k1, _unit([1, 0]), 1.0, None)
+    v = j.judge(k1, yes)
+    assert (v.claimed, v.newly_claimed, v.faces) == ("ann", True, 2)
+    assert j.finish(k1, None).decision == "recognized"
+    j.add(k2, _unit([0, 1]), 1.0, None)
+    assert not j.judge(k2, no).unknown
+    j.add(k2, _unit([0, 1]), 1.0, None)
+    assert j.judge(k2, no).unknown
+    j.add(k2, _unit([0, 1]), 1.0, None)
+    assert not j.judge(k2, no).unknown  # once per track
+    assert j.finish(k2, None).decision == "unknown"
+    with pytest.raises(ValueError, match="min_faces"):
+        TrackJudge(min_faces=0)
+
+
+def test_judge_aggregate_is_the_quality_weighted_mean() -> None:
+    j = TrackJudge()
+    j.add(("c", 1), _unit([1, 0]), 3.0, None)
+    j.add(("c", 1), _unit([0, 1]), 1.0, None)
+    assert not j.add(("c", 1), _unit([-1, 0]), 5.0, "face blurred")  # rejected faces never count
+    np.testing.assert_allclose(j.aggregate(("c", 1)), _unit([3, 1]), atol=1e-6)
+
+
+def test_a_track_that_ends_early_is_decided_on_what_it_has() -> None:
+    """One judgeable face and the track is gone: the decision is taken on it, named or unknown."""
+    m = CentroidMatcher.__new__(CentroidMatcher)
+    m.names, m.centroids = ["ann", "bob"], np.stack([_unit([1, 0, 0]), _unit([0, 1, 0])])
+    j = TrackJudge(min_faces=2, unknown_after=3)
+    for key, vec, want in ((("c", 1), _unit([1, 0.05, 0]), "recognized"), (("c", 2), _unit([0, 0, 1]), "unknown")):
+        j.add(key, vec, 1.0, None)
+        assert j.pending(key)
+        final = j.finish(key, decide(m.topk(j.aggregate(key)[None], 5)[0], 0.9, 0.05))
+        assert final.decision == want and (final.newly_claimed or final.newly_unknown)
+    j.add(("c", 3), _unit([1, 0, 0]), 1.0, "face too small (< 32 px)")
+    final = j.finish(("c", 3), None)
+    assert (final.decision, final.reason) == ("undecided", "face too small (< 32 px)")
+    assert j.finish(("c", 4), None).reason == UNDECIDED_NO_EMBEDDING
 
 
 def test_scene_cut_detector() -> None:

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.gallery import Identity
+from pipeline.gallery import Gallery, Identity
+from pipeline.operating_point import prior_point
 
 MARGINS = np.round(np.arange(0.0, 0.155, 0.005), 3)
+# Leave-identity-out calibration needs this many impostor trials per allowed false accept...
+MIN_ALLOWED_FALSE_ACCEPTS = 2
+# ...and this many genuine trials; smaller galleries get the size-aware prior (pipeline.operating_point).
+MIN_GENUINE_TRIALS = 20
 
 
 def trial_scores(people: list[Identity]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -119,3 +124,38 @@ def save_calibration_png(path: str, people: list[Identity]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def calibrate_gallery(people: list[Identity], model_id: str, target_far: float) -> dict:
+    """Leave-identity-out calibration when the gallery has enough trials for ``target_far``, else the
+    size-aware prior; the result says which (``method``) and why."""
+    if not 0.0 < target_far < 1.0:
+        raise ValueError(f"target FAR must be in (0, 1), got {target_far}")
+    n_imp = n_gen = 0
+    if len(people) >= 2:
+        try:
+            genuine, _, impostor = trial_scores(people)
+            n_imp, n_gen = len(impostor), len(genuine)
+        except ValueError:
+            pass
+    if n_imp * target_far >= MIN_ALLOWED_FALSE_ACCEPTS and n_gen >= MIN_GENUINE_TRIALS:
+        figures = calibrate(people, target_far)
+        figures["method"] = f"leave-identity-out at target FAR {target_far:g}, {n_imp} impostor trials"
+        return figures
+    point = prior_point(model_id, people, target_far)
+    return {"threshold": point.threshold, "margin": point.margin, "target_far": target_far,
+            "method": f"{point.source} (too small to calibrate: {n_imp} impostor and {n_gen} genuine trials, "
+                      f"needs {int(np.ceil(MIN_ALLOWED_FALSE_ACCEPTS / target_far))} and {MIN_GENUINE_TRIALS})",
+            "identities": len(people), "impostor_trials": n_imp, "genuine_trials": n_gen}
+
+
+def recalibrate(gallery: Gallery, target_far: float, bump: bool = False) -> dict:
+    """Calibrate ``gallery`` as it is now and store the figures (every write leaves it calibrated); the
+    version is bumped only when asked (a write that just happened already bumped it)."""
+    people = gallery.identities()
+    if not people:
+        gallery.set_calibration(None, 0.0, None, bump)
+        return {"threshold": None, "margin": 0.0, "method": "empty gallery"}
+    figures = calibrate_gallery(people, gallery.model_id, target_far)
+    gallery.set_calibration(figures["threshold"], figures["margin"], figures, bump)
+    return figures

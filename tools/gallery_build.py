@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.gallery import Gallery, Identity
 from pipeline.stills import FaceResult, StillEmbedder
+from tools.calibrate import recalibrate
 from tools.reports import write_csv
 
 
@@ -139,9 +140,13 @@ def find_conflicts(people: list[Identity], threshold: float | None) -> tuple[lis
     return mislabelled, close
 
 
+DEFAULT_TARGET_FAR = 0.01
+
+
 def build(engine: StillEmbedder, gallery: Gallery, sources: list[Source], gates: QualityGates,
-          report_dir: Path | None, replace_all: bool = True, progress: bool = True) -> dict:
-    """Embed, gate, deduplicate and write identities in one transaction; returns counts."""
+          report_dir: Path | None, replace_all: bool = True, progress: bool = True,
+          target_far: float = DEFAULT_TARGET_FAR) -> dict:
+    """Embed, gate, deduplicate and write identities in one transaction, then calibrate; returns counts."""
     results = engine.embed_files([s.path for s in sources], progress="embedding" if progress else None)
     skipped: list[dict] = []
     seen: dict[str, Source] = {}
@@ -172,6 +177,7 @@ def build(engine: StillEmbedder, gallery: Gallery, sources: list[Source], gates:
         if r.sha256:
             offered[s.identity].add(r.sha256)
     gallery.replace_identities(people, keep_others=not replace_all, sources=offered)
+    calibration = recalibrate(gallery, target_far)
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
         write_csv(report_dir / "skipped.csv", ["path", "identity", "reason"], skipped)
@@ -183,12 +189,15 @@ def build(engine: StillEmbedder, gallery: Gallery, sources: list[Source], gates:
         "embedded": engine.computed, "from_cache": engine.cached, "enrolled": sum(len(p.templates) for p in people),
         "identities": len(people), "outliers": int(sum(p.outlier.sum() for p in people)), "skipped": len(skipped),
         "identities_without_photo": no_photo, "mislabelled_suspects": len(mislabelled),
-        "close_identity_pairs": len(close), "skipped_files": skipped,
+        "close_identity_pairs": len(close), "threshold": calibration["threshold"], "margin": calibration["margin"],
+        "calibration": calibration["method"], "skipped_files": skipped,
     }
 
 
-def enrol(engine: StillEmbedder, gallery: Gallery, name: str, paths: list[Path], gates: QualityGates) -> dict:
-    """Add photos to one identity (created if new) without touching anyone else; one transaction."""
+def enrol(engine: StillEmbedder, gallery: Gallery, name: str, paths: list[Path], gates: QualityGates,
+          target_far: float = DEFAULT_TARGET_FAR) -> dict:
+    """Add photos to one identity (created if new) without touching anyone else; one transaction; then
+    calibrate the gallery again."""
     name = name.strip()
     if not name:
         raise ValueError("identity name must not be empty")
@@ -217,8 +226,12 @@ def enrol(engine: StillEmbedder, gallery: Gallery, name: str, paths: list[Path],
         centroid, outlier = trimmed_centroid(stacked)
         gallery.replace_identities([Identity(name, centroid, stacked, outlier, paths_, shas, quality)],  # type: ignore[arg-type]
                                    keep_others=True, sources={name: {r.sha256 for r in results if r.sha256}})
+        calibration = recalibrate(gallery, target_far)
+    else:
+        calibration = {"threshold": gallery.threshold, "margin": gallery.margin}
     return {"identity": name, "added": len(added), "skipped": len(skipped), "skipped_files": skipped,
-            "embedded": engine.computed, "from_cache": engine.cached}
+            "embedded": engine.computed, "from_cache": engine.cached, "threshold": calibration["threshold"],
+            "margin": calibration["margin"]}
 
 
 def export(gallery: Gallery, out_prefix: Path) -> tuple[Path, Path]:

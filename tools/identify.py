@@ -24,6 +24,8 @@ def run_identify(engine: StillEmbedder, matcher: Matcher, enrolled: set[str], pr
     top1 = top5 = known = unknown = tar_hits = far_hits = 0
     confusion: Counter[tuple[str, str]] = Counter()
     genuine_scores, impostor_scores = [], []
+    open_set_genuine: list[float] = []
+    open_set_impostors: list[float] = []
     per_id: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # probes, top1 hits, accepted correctly
     for (p, _), c in zip(ok, cands, strict=True):
         d = decide(c, threshold, margin)
@@ -42,10 +44,15 @@ def run_identify(engine: StillEmbedder, matcher: Matcher, enrolled: set[str], pr
             if names and not hit1:
                 confusion[(p.identity, names[0])] += 1
             (genuine_scores if hit1 else impostor_scores).append(d.score)
+            # The same probe as a stranger: its best score among the other identities (leave-own-identity-out).
+            open_set_impostors.append(next((sc for n, sc in c if n != p.identity), -1.0))
+            if hit1:
+                open_set_genuine.append(d.score)
         else:
             unknown += 1
             far_hits += d.identity is not None
             impostor_scores.append(d.score)
+            open_set_impostors.append(d.score)
         rows.append({"path": str(p.path), "actual": p.identity if is_known else f"{p.identity} (not enrolled)",
                      "predicted": d.identity or "", "score": round(d.score, 4), "margin": round(d.margin, 4),
                      "top3": ";".join(f"{n}:{s:.3f}" for n, s in c[:3])})
@@ -56,6 +63,8 @@ def run_identify(engine: StillEmbedder, matcher: Matcher, enrolled: set[str], pr
         "far": round(far_hits / unknown, 5) if unknown else None,
         "probes": len(probes), "known_probes": known, "unknown_probes": unknown,
         "failed_detections": len(failed), "threshold": threshold, "margin": margin, "matcher": matcher.kind,
+        **{f"tar_at_far_{far:g}": tar_at_far(open_set_genuine, known, open_set_impostors, far) for far in (1e-3, 1e-2)},
+        "impostor_trials": len(open_set_impostors),
     }
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -68,6 +77,17 @@ def run_identify(engine: StillEmbedder, matcher: Matcher, enrolled: set[str], pr
         _plot_confusion(report_dir / "confusion.png", confusion)
         _plot_hist(report_dir / "scores.png", genuine_scores, impostor_scores, threshold)
     return result
+
+
+def tar_at_far(genuine: list[float], known: int, impostors: list[float], far: float) -> float | None:
+    """Open-set TAR at a stranger FAR, threshold only: the threshold lets at most ``far`` of the impostor
+    top-1 scores through; TAR is the share of known probes named correctly at or above it. None when
+    there are too few impostor trials to resolve ``far``."""
+    if not known or len(impostors) * far < 1:
+        return None
+    ranked = np.sort(np.asarray(impostors))[::-1]
+    t = float(ranked[int(np.floor(far * len(ranked) + 1e-9))]) + 1e-6
+    return round(float(np.sum(np.asarray(genuine) >= t)) / known, 5)
 
 
 def _plot_confusion(path: Path, confusion: Counter[tuple[str, str]], top: int = 15) -> None:
