@@ -78,6 +78,19 @@ def cmd_bench_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    from daemon.soak import run_soak
+
+    settings = _settings(args)
+    gallery = args.gallery or settings.gallery.path
+    if gallery and not Path(gallery).expanduser().is_file():
+        raise CliError(f"gallery file {gallery} does not exist")
+    result = run_soak(settings, Path(gallery) if gallery else None, Path(args.source), args.streams, args.seconds,
+                      args.warmup)
+    print_result(result, args.json)
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     settings = _settings(args)
     source = "set by --threshold" if args.threshold_given else "1:1 verification point tuned on LFW DevTrain pairs"
@@ -112,6 +125,15 @@ def cmd_detect(args: argparse.Namespace) -> int:
             rows.append({"path": path, "faces": None, "error": str(exc)})
     for r in rows:
         print(json.dumps(r) if args.json else f"{r['path']}: {r.get('error') or str(r['faces']) + ' face(s)'}")
+    return 0
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from daemon.keys import generate
+
+    _settings(args)
+    public, secret = generate(Path(args.out), args.force)
+    print_result({"public_key": str(public), "secret_key": str(secret)}, args.json)
     return 0
 
 
@@ -153,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--json", action="store_true")
     model_opts(be)
     be.set_defaults(func=cmd_bench_embed)
+    bs = bench.add_parser("soak", help="looped copies of a file as live cameras at real-time rate: RSS growth, "
+                          "queue depths, drops, latency")
+    bs.add_argument("--source", required=True, help="video file, read N times over as live cameras")
+    bs.add_argument("--streams", type=int, default=4)
+    bs.add_argument("--seconds", type=float, default=600.0)
+    bs.add_argument("--warmup", type=float, default=60.0, help="seconds before RSS growth is measured from")
+    bs.add_argument("--gallery", help="gallery file to match against")
+    bs.add_argument("--json", action="store_true")
+    bs.set_defaults(func=cmd_bench_soak)
 
     cp = sub.add_parser("compare", help="are two photos the same person?")
     cp.add_argument("image_a")
@@ -173,7 +204,28 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("images", nargs="+")
     dt.add_argument("--json", action="store_true")
     dt.set_defaults(func=cmd_detect)
+
+    keys = sub.add_parser("keys", help="CURVE keys for the ZeroMQ publisher").add_subparsers(dest="action",
+                                                                                            required=True)
+    kg = keys.add_parser("generate", help="write server.key (public, for subscribers) and server.key_secret "
+                         "(for sinks.zmq_secret_key), both mode 0600")
+    kg.add_argument("--out", required=True, help="folder to write the key pair in")
+    kg.add_argument("--force", action="store_true", help="replace an existing key pair")
+    kg.add_argument("--json", action="store_true")
+    kg.set_defaults(func=cmd_keys_generate)
+    _config_everywhere(p)
     return p
+
+
+def _config_everywhere(parser: argparse.ArgumentParser, top: bool = True) -> None:
+    """Accept ``--config`` after the subcommand too (``facestream run --config F``). SUPPRESS keeps a value
+    given before the subcommand when it is not repeated after it."""
+    if not top:
+        parser.add_argument("--config", default=argparse.SUPPRESS, help="TOML settings file")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                _config_everywhere(child, top=False)
 
 
 def main(argv: list[str] | None = None) -> int:

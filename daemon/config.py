@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,6 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from daemon.keys import ZMQ_ADDRESS, is_loopback
 from models.detection import DetectorSettings
 from models.paths import default_cache_dir
 from models.registry import EMBEDDERS, RUNTIMES
@@ -43,6 +44,13 @@ class DetectorConfig(BaseModel):
     scale: float = Field(_D.scale, gt=0.0, le=1.0, description="Detect on a copy downscaled by this factor.")
     max_side: int = Field(1600, ge=0, description="Stills: downscale for detection so the longest side is at "
                           "most this many pixels (0 = never); alignment still uses full resolution.")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not all(0.0 <= t <= 1.0 for t in v):
+            raise ValueError(f"each threshold must be between 0 and 1, got {list(v)}")
+        return v
 
     def to_settings(self) -> DetectorSettings:
         return DetectorSettings(self.min_face_size, tuple(self.thresholds), self.min_prob, self.factor,
@@ -76,6 +84,14 @@ class EmbedderConfig(BaseModel):
     def _device(cls, v: str) -> str:
         if v != "cpu" and not v.startswith("cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {v!r}")
+        return v
+
+    @field_validator("weights_path")
+    @classmethod
+    def _weights_exist(cls, v: Path | None) -> Path | None:
+        # A configured file that is missing is a typo, not a request to download: fail at start.
+        if v is not None and not v.expanduser().is_file():
+            raise ValueError(f"weights file {v} does not exist")
         return v
 
 
@@ -125,14 +141,50 @@ class PipelineConfig(BaseModel):
     threads_per_stage: int = Field(1, ge=0, description="CPU threads for the detector and for the embedder each "
                                    "(they run in parallel stages; 0 = library default, which oversubscribes "
                                    "small machines).")
-    threshold: float | None = Field(None, description="Override the gallery's calibrated threshold.")
-    margin: float | None = Field(None, description="Override the gallery's calibrated top-1 - top-2 margin.")
+    stall_timeout_s: float = Field(10.0, gt=0, description="Live sources: seconds without a frame before the "
+                                   "stream counts as stalled and is reopened (the watchdog).")
+    stall_timeout_by_source: dict[str, float] = Field(
+        default_factory=dict, description="Per-source watchdog timeouts by source id, for cameras that send "
+        "rarely (e.g. {\"door\" = 60.0}).")
+    open_timeout_s: float = Field(10.0, gt=0, description="Live sources: seconds to connect and probe a stream "
+                                  "before the attempt counts as failed (FFmpeg probes RTSP for ~3 s).")
+    reconnect_initial_s: float = Field(0.5, gt=0, description="First wait before reopening a failed live source; "
+                                       "it doubles on every failed attempt.")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Cap of the doubling reconnect wait.")
+    stop_timeout_s: float = Field(5.0, gt=0, description="SIGTERM/SIGINT: most seconds to drain the stages "
+                                  "before exiting (frames not yet detected are let go).")
+    threshold: float | None = Field(None, ge=-1.0, le=1.0, description="Override the gallery's calibrated "
+                                    "threshold (a cosine similarity, -1 to 1).")
+    margin: float | None = Field(None, ge=0.0, le=2.0, description="Override the gallery's calibrated top-1 - "
+                                 "top-2 margin (0 to 2).")
+
+    @model_validator(mode="after")
+    def _decidable(self) -> PipelineConfig:
+        """Counts that make a track undecidable while it is in view are typos, not choices."""
+        if self.min_faces > self.max_embeds_per_track:
+            raise ValueError(f"pipeline.min_faces ({self.min_faces}) must not exceed pipeline.max_embeds_per_track "
+                             f"({self.max_embeds_per_track}): a track would never gather enough faces to be named")
+        if self.unknown_after > self.max_embeds_per_track:
+            raise ValueError(f"pipeline.unknown_after ({self.unknown_after}) must not exceed "
+                             f"pipeline.max_embeds_per_track ({self.max_embeds_per_track}): a stranger would never "
+                             "be reported while in view")
+        if self.unknown_after < self.min_faces:
+            raise ValueError(f"pipeline.unknown_after ({self.unknown_after}) must not be below pipeline.min_faces "
+                             f"({self.min_faces}): a track would be reported unknown on less evidence than it needs "
+                             "to be named")
+        return self
 
 
 class SinksConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    zmq: str | None = Field("tcp://127.0.0.1:5556", description="ZeroMQ PUB bind address (empty: no ZeroMQ).")
+    zmq: str | None = Field("tcp://127.0.0.1:5556", description="ZeroMQ PUB bind address (empty: no ZeroMQ). "
+                            "An address other than loopback needs zmq_secret_key, or insecure = true.")
+    zmq_secret_key: Path | None = Field(None, description="The server's CURVE secret key file (server.key_secret "
+                                        "from 'facestream keys generate', mode 0600): events are encrypted and "
+                                        "only subscribers holding the server's public key receive them.")
+    insecure: bool = Field(False, description="Allow publishing unencrypted on an address other than loopback "
+                           "(logged as a warning at start).")
     zmq_hwm: int = Field(1000, ge=1, description="ZeroMQ high-water mark; beyond it events are dropped, not "
                          "waited for.")
     zmq_wait_subscriber_s: float = Field(0.0, ge=0, description="Before reading sources, wait up to this long for "
@@ -141,6 +193,28 @@ class SinksConfig(BaseModel):
     stdout: bool = Field(False, description="Print a readable line per event.")
     timeline_csv: Path | None = Field(None, description="File sources: per-identity timeline CSV written at the end.")
     annotate_dir: Path | None = Field(None, description="File sources: write <source>.annotated.mp4 here.")
+
+    @field_validator("zmq")
+    @classmethod
+    def _zmq_addr(cls, v: str | None) -> str | None:
+        if v and not ZMQ_ADDRESS.match(v):
+            raise ValueError(f"ZeroMQ address must look like tcp://HOST:PORT (or ipc://, inproc://), got {v!r}")
+        return v or None
+
+    @field_validator("zmq_secret_key")
+    @classmethod
+    def _key_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.expanduser().is_file():
+            raise ValueError(f"key file {v} does not exist (create one with 'facestream keys generate --out DIR')")
+        return v
+
+    @model_validator(mode="after")
+    def _private_unless_keyed(self) -> SinksConfig:
+        """Events name people: they leave this machine encrypted, or only when explicitly allowed."""
+        if self.zmq and not is_loopback(self.zmq) and self.zmq_secret_key is None and not self.insecure:
+            raise ValueError(f"sinks.zmq: {self.zmq} is not a loopback address; publishing there needs CURVE keys "
+                             "(sinks.zmq_secret_key, see 'facestream keys generate') or sinks.insecure = true")
+        return self
 
 
 class Settings(BaseSettings):
@@ -160,11 +234,27 @@ class Settings(BaseSettings):
         "auto", description="'auto': readable on a terminal, JSON lines otherwise.")
 
 
-def _first_error(exc: ValidationError) -> str:
+def _first_error(exc: ValidationError, prefix: str = "") -> str:
+    """``section.key: message`` of the first error, on one line (cross-field checks name their keys)."""
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "settings"
+    where = ".".join([prefix] * bool(prefix) + [str(p) for p in err["loc"]]) or "settings"
+    msg = str(err["ctx"]["error"]) if err["type"] == "value_error" and "ctx" in err else err["msg"]
+    msg = " ".join(msg.split())
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {err['msg']}{more}"
+    return f"{msg}{more}" if msg.startswith(f"{where}.") or msg.startswith(f"{where}:") else f"{where}: {msg}{more}"
+
+
+def with_overrides(settings: Settings, **sections: dict[str, Any]) -> Settings:
+    """``settings`` with some keys of its sections replaced (command-line options), validated like the file
+    was: ``model_copy(update=...)`` alone would let ``--zmq tcp://0.0.0.0:P`` past the checks."""
+    update: dict[str, Any] = {}
+    for name, changes in sections.items():
+        current = getattr(settings, name)
+        try:
+            update[name] = type(current).model_validate({**current.model_dump(), **changes})
+        except ValidationError as exc:
+            raise ConfigError(f"invalid configuration: {_first_error(exc, name)}") from None
+    return settings.model_copy(update=update)
 
 
 def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Settings:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from daemon.config import Settings
+from daemon.config import Settings, with_overrides
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings, out: Any) -> int:
@@ -24,22 +24,25 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: Any) -> int:
         sinks["timeline_csv"] = Path(args.timeline_csv)
     if args.annotate_dir:
         sinks["annotate_dir"] = Path(args.annotate_dir)
-    update: dict[str, Any] = {}
-    if sinks:
-        update["sinks"] = settings.sinks.model_copy(update=sinks)
+    if sinks:  # validated like the file: --zmq tcp://0.0.0.0:P meets the same key check
+        settings = with_overrides(settings, sinks=sinks)
     if args.source:
-        update["sources"] = list(args.source)
-    if update:
-        settings = settings.model_copy(update=update)
+        settings = settings.model_copy(update={"sources": list(args.source)})
     gallery = args.gallery or settings.gallery.path
+    if gallery and not Path(gallery).expanduser().is_file():
+        raise ValueError(f"gallery file {gallery} does not exist")
     return Daemon(settings, Path(gallery) if gallery else None).run()
 
 
 def cmd_events(args: argparse.Namespace, settings: Settings, out: Any) -> int:
-    from daemon.sinks import format_event, subscribe
+    from daemon.sinks import format_event, read_log, subscribe
 
+    if args.from_log:  # a torn last line (the daemon was killed mid-write) is skipped with a warning
+        for topic, body in read_log(args.from_log, args.topic or ()):
+            print(json.dumps(body) if args.json else format_event(topic, body), flush=True)
+        return 0
     addr = args.connect or settings.sinks.zmq or "tcp://127.0.0.1:5556"
-    with subscribe(addr, args.topic or (), timeout_s=args.timeout) as sub:
+    with subscribe(addr, args.topic or (), timeout_s=args.timeout, server_key=args.server_key) as sub:
         for topic, body in sub:
             print(json.dumps(body) if args.json else format_event(topic, body), flush=True)
     return 0
@@ -59,5 +62,8 @@ def add_commands(sub: Any, run: Any) -> None:
     e.add_argument("--connect", help="ZeroMQ address (default: sinks.zmq from the config)")
     e.add_argument("--topic", action="append", help="topic prefix to keep (repeatable)")
     e.add_argument("--timeout", type=float, help="exit after this many seconds without an event")
+    e.add_argument("--server-key", help="the daemon's public CURVE key file (server.key) when it publishes "
+                   "encrypted")
+    e.add_argument("--from-log", help="read a JSON-lines event log instead of subscribing")
     e.add_argument("--json", action="store_true", help="print raw JSON bodies")
     e.set_defaults(func=run(cmd_events))

@@ -7,6 +7,8 @@ exits when they have all ended.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import signal
 import threading
@@ -17,6 +19,7 @@ from typing import Any
 import structlog
 
 from daemon.config import Settings
+from daemon.memory import pin_mmap_threshold
 from daemon.outputs import Annotator, Timeline
 from daemon.sinks import JsonlSink, StdoutSink, ZmqPublisher
 from models.detector import DetectorSettings, MTCNNDetector
@@ -29,7 +32,7 @@ from pipeline.gallery import Gallery
 from pipeline.match import CentroidMatcher, Matcher, make_matcher
 from pipeline.match_stage import FaceGate, MatchStage
 from pipeline.operating_point import gallery_point
-from pipeline.sources import VideoSource, parse_source
+from pipeline.sources import SourceSpec, VideoSource, parse_source
 from pipeline.track import TrackStage
 from pipeline.track_decision import TrackJudge
 from pipeline.types import Shutdown, SourceStatus
@@ -37,19 +40,32 @@ from pipeline.types import Shutdown, SourceStatus
 log = structlog.get_logger(__name__)
 
 
+def _spec(uri: str, source_id: str | None = None) -> SourceSpec:
+    """A missing video file is that source's failure (reported as its status), not the daemon's."""
+    try:
+        return parse_source(uri, source_id)
+    except ValueError as exc:
+        if not str(exc).startswith("video file not found"):
+            raise
+        path = Path(uri.removeprefix("file://")).expanduser()
+        return SourceSpec(source_id or "_".join(path.stem.split()) or "file", str(path), "file", False)
+
+
 class Daemon:
     """Build with settings (sources, gallery and sinks already resolved), then :meth:`run`."""
 
-    def __init__(self, settings: Settings, gallery_path: Path | None) -> None:
+    def __init__(self, settings: Settings, gallery_path: Path | None,
+                 source_options: dict[str, Any] | None = None) -> None:
         if not settings.sources:
             raise ValueError("no sources: pass --source URI or set sources in the config")
+        pin_mmap_threshold()  # before any frame is allocated: see daemon/memory.py
         self.settings = settings
         p = settings.pipeline
-        self.specs = [parse_source(uri) for uri in settings.sources]
+        self.specs = [_spec(uri) for uri in settings.sources]
         ids = [s.id for s in self.specs]
         if len(set(ids)) != len(ids):
-            self.specs = [parse_source(uri, f"{s.id}-{i}") for i, (uri, s) in enumerate(zip(settings.sources,
-                                                                                          self.specs, strict=True))]
+            self.specs = [_spec(uri, f"{s.id}-{i}") for i, (uri, s) in enumerate(zip(settings.sources, self.specs,
+                                                                                    strict=True))]
         self.gallery_path = gallery_path
         matcher, threshold, margin, version, model_id = self._load_gallery()
         e = settings.embedder
@@ -72,13 +88,20 @@ class Daemon:
         self.q_track: queue.Queue[Any] = queue.Queue(qs * 2)
         self.q_emb: queue.Queue[Any] = queue.Queue(qs * 2)
         self.q_match: queue.Queue[Any] = queue.Queue(qs * 4)
-        self.sources = [VideoSource(s, self.q_frames) for s in self.specs]
+        if p.reconnect_initial_s > p.reconnect_max_s:
+            raise ValueError(f"pipeline.reconnect_initial_s ({p.reconnect_initial_s}) must not exceed "
+                             f"pipeline.reconnect_max_s ({p.reconnect_max_s})")
+        self.sources = [VideoSource(s, self.q_frames, retry_initial_s=p.reconnect_initial_s,
+                                    retry_max_s=p.reconnect_max_s,
+                                    io_timeout_s=p.stall_timeout_by_source.get(s.id, p.stall_timeout_s),
+                                    open_timeout_s=p.open_timeout_s, **(source_options or {}))
+                        for s in self.specs]
         self.sinks: list[Any] = []
         s = settings.sinks
         if s.jsonl:
             self.sinks.append(JsonlSink(s.jsonl))
         if s.zmq:
-            self.sinks.append(ZmqPublisher(s.zmq, s.zmq_hwm))
+            self.sinks.append(ZmqPublisher(s.zmq, s.zmq_hwm, secret_key=s.zmq_secret_key, insecure=s.insecure))
         if s.stdout:
             self.sinks.append(StdoutSink())
         self.timeline = Timeline()
@@ -87,7 +110,9 @@ class Daemon:
         if s.annotate_dir:
             self.annotator = Annotator(Path(s.annotate_dir), {})
             observers.append(self.annotator)
-        self.detect = DetectStage(self.q_frames, self.q_det, self.detector, p.detect_every, p.detect_batch)
+        self._stop = threading.Event()
+        self.detect = DetectStage(self.q_frames, self.q_det, self.detector, p.detect_every, p.detect_batch,
+                                  stopping=self._stop)
         self.track = TrackStage(self.q_det, self.q_track, iou_threshold=p.iou_threshold, max_age=p.max_track_age,
                                 refresh_every=p.refresh_every, min_embed_px=p.min_embed_px,
                                 scene_cut_threshold=p.scene_cut_threshold, confirm_hits=p.confirm_hits,
@@ -99,7 +124,6 @@ class Daemon:
         self.events = EventsStage(self.q_match, self.sinks, self.embedder.model_id, lambda: self.match.gallery_version,
                                   p.cooldown_s, self.stats, p.stats_interval_s, observers)
         self.stages = [self.detect, self.track, self.embed, self.match, self.events]
-        self._stop = threading.Event()
         self._reload = threading.Event()
         self._started = 0.0
 
@@ -148,11 +172,21 @@ class Daemon:
             "frames_dropped": sum(s.frames_dropped for s in self.sources),
             "frames_detected": self.detect.frames_detected,
             "faces_embedded": self.embed.faces_embedded,
+            "frames_skipped_on_stop": self.detect.frames_skipped_on_stop,
+            "stage_errors": {st.name: st.errors for st in self.stages if st.errors},
             "events_dropped_zmq": zmq.dropped if zmq else 0,
+            "frames_done": dict(self.events.frames_done),
         }
 
     # ---- lifecycle -------------------------------------------------------------------------
-    def request_stop(self, *_: Any) -> None:
+    def request_stop(self, signum: int | None = None, *_: Any) -> None:
+        """First SIGINT/SIGTERM: drain and exit 0. A second one: exit at once (130), drain or not."""
+        if signum is not None and self._stop.is_set():
+            log.error("second_signal_exiting_now", signal=signum)
+            for sink in self.sinks:  # JSONL lines are already flushed per event; this only fsyncs
+                with contextlib.suppress(Exception):
+                    sink.close()
+            os._exit(130)
         self._stop.set()
 
     def request_reload(self, *_: Any) -> None:
@@ -185,17 +219,29 @@ class Daemon:
         return self.shutdown()
 
     def shutdown(self) -> int:
+        """Stop the sources, drain the stages within ``pipeline.stop_timeout_s`` (when interrupted, frames
+        not yet detected are let go), close the sinks; 0 unless a stage did not finish or every source
+        failed."""
+        interrupted = self._stop.is_set()
+        self._stop.set()  # from here on the detect stage lets undetected frames go
+        deadline = time.monotonic() + (self.settings.pipeline.stop_timeout_s if interrupted else 600.0)
         running = [src for src in self.sources if src.is_alive()]
         for src in self.sources:
             src.stop()
         for src in self.sources:
-            src.join(10.0)
-        for src in running:
-            # Tell the stages this stream is over: its open tracks end and the status is published.
-            self.q_frames.put(SourceStatus(src.source_id, "stopped", "daemon stopping", time.time(),
-                                           src.frames_read, src.frames_dropped))
-        self.q_frames.put(Shutdown())
-        ok = all(st.join(120.0) for st in self.stages)
+            src.join(max(0.0, min(1.0, deadline - time.monotonic())))
+        try:
+            for src in running:
+                # Tell the stages this stream is over: its open tracks end and the status is published.
+                self.q_frames.put(SourceStatus(src.source_id, "stopped", "daemon stopping", time.time(),
+                                               src.frames_read, src.frames_dropped),
+                                  timeout=max(0.1, deadline - time.monotonic()))
+            self.q_frames.put(Shutdown(), timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Full:
+            log.error("shutdown_queue_full")
+        ok = all(st.join(max(0.1, deadline - time.monotonic())) for st in self.stages)
+        if not ok:
+            log.error("stages_not_drained", alive=[st.name for st in self.stages if not st.join(0)])
         for sink in self.sinks:
             try:
                 sink.close()
@@ -205,5 +251,9 @@ class Daemon:
             self.annotator.close()
         if self.settings.sinks.timeline_csv:
             self.timeline.write(Path(self.settings.sinks.timeline_csv))
-        log.info("daemon_stopped", drained=ok, events=self.events.events_sent)
-        return 0 if ok else 1
+        failed = [s.source_id for s in self.sources if s.failed]
+        all_failed = bool(self.sources) and len(failed) == len(self.sources)
+        log.info("daemon_stopped", drained=ok, events=self.events.events_sent, failed_sources=failed)
+        if all_failed:
+            log.error("every_source_failed", sources=failed)
+        return 0 if ok and not all_failed else 1

@@ -8,6 +8,7 @@ with whatever other live frames are already waiting, to keep latency low.
 from __future__ import annotations
 
 import queue
+import threading
 from collections import defaultdict
 from typing import Any
 
@@ -20,7 +21,7 @@ class DetectStage(Stage):
     name = "detect"
 
     def __init__(self, inq: queue.Queue[Any], outq: queue.Queue[Any], detector: MTCNNDetector, every: int = 2,
-                 batch: int = 4) -> None:
+                 batch: int = 4, stopping: threading.Event | None = None) -> None:
         if every < 1:
             raise ValueError(f"detect_every must be >= 1, got {every}")
         if batch < 1:
@@ -30,6 +31,8 @@ class DetectStage(Stage):
         self.every = every
         self.batch = batch
         self.frames_detected = 0
+        self.frames_skipped_on_stop = 0
+        self.stopping = stopping or threading.Event()
         self._pending: dict[str, list[Frame]] = defaultdict(list)
 
     def is_detect_frame(self, frame: Frame) -> bool:
@@ -42,6 +45,11 @@ class DetectStage(Stage):
             return
         if not isinstance(msg, Frame):
             raise ValueError(f"detect stage got an unexpected message {type(msg).__name__}")
+        if self.stopping.is_set():
+            # The daemon is stopping: frames read but not yet processed are let go (they produce no
+            # events), so a stop takes as long as the frames already past detection, not the queue.
+            self.frames_skipped_on_stop += 1
+            return
         pend = self._pending[msg.source_id]
         pend.append(msg)
         if msg.live:
@@ -58,12 +66,21 @@ class DetectStage(Stage):
                     self._pending[m.source_id].append(m)
                     live_sources.add(m.source_id)
             self._run_many(sorted(live_sources))
-            for m in extra:
-                if not (isinstance(m, Frame) and m.live):
-                    self.handle(m)  # file frames and statuses take their normal path, in order
+            # File frames, statuses and the shutdown sentinel go back to the loop, in their order.
+            self.backlog.extend(m for m in extra if not (isinstance(m, Frame) and m.live))
             return
         if sum(self.is_detect_frame(f) for f in pend) >= self.batch:
             self._run(msg.source_id)
+
+    def handle_failed(self, msg: Any) -> None:
+        """Detection failed: the frames waiting with this one go on undetected (tracks carry them)."""
+        if isinstance(msg, Frame):
+            for frames in self._pending.values():
+                for f in frames:
+                    self.emit(DetectedFrame(f, None))
+            self._pending.clear()
+        else:
+            super().handle_failed(msg)
 
     def _run(self, source_id: str) -> None:
         self._run_many([source_id])

@@ -25,6 +25,13 @@ class EmbedStage(Stage):
         self.embedder = embedder
         self.faces_embedded = 0
 
+    def handle_failed(self, msg: Any) -> None:
+        """Embedding failed: the frame goes on without embeddings, its ended tracks with it."""
+        if isinstance(msg, TrackedFrame):
+            self.emit(EmbeddedFrame(msg, ()))
+        else:
+            super().handle_failed(msg)
+
     def handle(self, msg: Any) -> None:
         if isinstance(msg, SourceStatus):
             self.emit(msg)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
+import structlog
 
 from models.detection import Detection
 from pipeline.stage import Stage
@@ -26,6 +27,7 @@ from pipeline.track import frame_time
 from pipeline.types import EndedTrack, Frame, MatchedFrame, SourceStatus
 
 SCHEMA = 1
+log = structlog.get_logger(__name__)
 
 
 class Sink(Protocol):
@@ -69,6 +71,8 @@ class EventsStage(Stage):
         self._last_recognized: dict[tuple[str, str], float] = {}
         self._claims: dict[str, dict[int, str | None]] = {}
         self._last_stats = time.monotonic()
+        self.sink_errors: Counter[str] = Counter()  # by sink class: one failing sink never stops the others
+        self.frames_done: dict[str, int] = {}  # per source: frames 0..n-1 have all their events published
         self.tracks_decided: Counter[str] = Counter()  # recognized / unknown
         self.tracks_undecided: Counter[str] = Counter()  # by reason
 
@@ -77,7 +81,13 @@ class EventsStage(Stage):
         full = {"schema": SCHEMA, "event_id": uuid.uuid4().hex, "topic": topic, "time": iso, "epoch": round(epoch, 3),
                 **body}
         for s in self.sinks:
-            s.send(topic, full)
+            try:
+                s.send(topic, full)
+            except Exception as exc:  # stdout closed, disk full: count it, keep the other sinks fed
+                name = type(s).__name__
+                if not self.sink_errors[name]:
+                    log.error("sink_failed", sink=name, error=str(exc))
+                self.sink_errors[name] += 1
         self.events_sent += 1
 
     def handle(self, msg: Any) -> None:
@@ -164,6 +174,7 @@ class EventsStage(Stage):
                 "frames_seen": e.ended.frames_seen, "model": self.model_id,
             })
         self.latency_ms.append(1000.0 * (time.time() - frame.capture_time))
+        self.frames_done[src] = max(self.frames_done.get(src, 0), frame.index + 1)
 
     def latency(self) -> dict[str, float | None]:
         if not self.latency_ms:
@@ -178,6 +189,7 @@ class EventsStage(Stage):
         if force or now - self._last_stats >= self.stats_interval_s:
             self._last_stats = now
             self.publish("stats", {**self.stats_fn(), "latency": self.latency(),
+                                   "sink_errors": dict(self.sink_errors),
                                    "tracks_decided": dict(self.tracks_decided),
                                    "tracks_undecided": dict(self.tracks_undecided)})
 

@@ -74,6 +74,18 @@ class MatchStage(Stage):
             matcher, threshold, margin, _ = self._state
         return decide(matcher.topk(agg[None, :], 5)[0], threshold, margin)
 
+    def handle_failed(self, msg: Any) -> None:
+        """Matching failed: the frame goes on without decisions, but its ended tracks still end."""
+        if not isinstance(msg, EmbeddedFrame):
+            super().handle_failed(msg)
+            return
+        src = msg.tracked.frame.source_id
+        ended = []
+        for t in msg.tracked.ended:
+            self.judge.tracks.pop((src, t.track_id), None)
+            ended.append(EndedTrackSummary(t, None, 0.0, "undecided", "matching failed"))
+        self.emit(MatchedFrame(msg.tracked, (), tuple(ended)))
+
     def handle(self, msg: Any) -> None:
         if isinstance(msg, SourceStatus):
             self.emit(msg)

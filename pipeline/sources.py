@@ -109,7 +109,8 @@ class VideoSource:
 
     def __init__(self, spec: SourceSpec, out: queue.Queue[Message], *, live: bool | None = None,
                  max_frames: int | None = None, realtime: bool = False, retry_initial_s: float = 0.5,
-                 retry_max_s: float = 2.0, io_timeout_s: float = 5.0) -> None:
+                 retry_max_s: float = 2.0, io_timeout_s: float = 5.0, open_timeout_s: float = 10.0,
+                 loop: bool = False) -> None:
         if not isinstance(out, queue.Queue) or isinstance(out, queue.LifoQueue | queue.PriorityQueue):
             raise ValueError(f"out must be a FIFO queue.Queue, got {type(out).__name__}")
         if max_frames is not None and max_frames < 1:
@@ -118,16 +119,24 @@ class VideoSource:
             raise ValueError(f"need 0 < retry_initial_s <= retry_max_s, got {retry_initial_s} and {retry_max_s}")
         if io_timeout_s <= 0:
             raise ValueError(f"io_timeout_s must be > 0, got {io_timeout_s}")
+        if open_timeout_s <= 0:
+            raise ValueError(f"open_timeout_s must be > 0, got {open_timeout_s}")
         self.spec = spec
         self.live = spec.live if live is None else live
         self.max_frames = max_frames
         self.realtime = realtime
+        self.loop = loop  # a file starts over at its end (soak tests: a camera that never stops)
         self.frames_read = 0
         self.frames_dropped = 0
+        self.failed = False  # a file that ended in an error before delivering any frame
+        self._declared_frames = 0  # the frame count a file's container declares (0: unknown)
         self._out = out
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
         self._io_timeout_ms = int(io_timeout_s * 1000)
+        # Opening a stream probes it (FFmpeg reads until it knows the codec: ~3 s on RTSP here), so the
+        # open gets its own, longer timeout than the stall watchdog that guards each read.
+        self._open_timeout_ms = int(open_timeout_s * 1000)
         self._stop = threading.Event()
         self._pending: Frame | None = None  # a live source's last frame put on the queue
         self._last_pts = -math.inf
@@ -169,9 +178,16 @@ class VideoSource:
             if end in ("stopped", "done"):
                 return
             if not self.live:
-                if end == "read failed":  # a file's read fails at its end
+                short = self._declared_frames and self.frames_read < 0.9 * self._declared_frames
+                if end == "read failed" and self.frames_read > 0 and short:
+                    self._status("error", f"{self.spec.uri}: ended after {self.frames_read} of "
+                                          f"{self._declared_frames} frames (truncated or corrupt)")
+                elif end == "read failed" and self.frames_read > 0:  # a file's read fails at its end
                     self._status("eof", f"end of file after {self.frames_read} frames")
                 else:
+                    self.failed = self.frames_read == 0
+                    if end == "read failed":
+                        end = f"{self.spec.display_uri}: no decodable frame (truncated, or a codec FFmpeg lacks)"
                     self._status("error", end)
                 return
             if self.frames_read > before:
@@ -184,19 +200,45 @@ class VideoSource:
 
     def _open_and_read(self) -> str:
         """Open once and read until the stream ends; returns why: 'stopped', 'done' or a failure."""
+        why = self._unreadable_file()
+        if why is not None:
+            return why
         cap = self._open()
         if cap is None:
+            if self.spec.kind == "file":
+                return f"{self.spec.uri}: not a video, or a format FFmpeg cannot open"
             return f"cannot open {self.spec.display_uri}"
         try:
             w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
             h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
             fps = float(cap.get(cv2.CAP_PROP_FPS))
             fps = fps if math.isfinite(fps) and fps > 0 else 0.0
+            if self.spec.kind == "file":
+                count = float(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+                self._declared_frames = int(count) if math.isfinite(count) and count > 0 else 0
             if not self._status("opened", f"width={w} height={h} fps={fps:.3f} kind={self.spec.kind}"):
                 return "stopped"
             return self._read_loop(cap, fps)
         finally:
             cap.release()
+
+    def _unreadable_file(self) -> str | None:
+        """A one-line reason a file source cannot be read at all, checked before FFmpeg tries."""
+        if self.spec.kind != "file":
+            return None
+        path = Path(self.spec.uri)
+        try:
+            with path.open("rb") as f:
+                empty = not f.read(1)
+        except FileNotFoundError:
+            return f"video file not found: {path}"
+        except IsADirectoryError:
+            return f"{path} is a directory, not a video file"
+        except PermissionError:
+            return f"{path}: permission denied"
+        except OSError as exc:
+            return f"{path}: {exc.strerror or exc}"
+        return f"{path}: empty file (0 bytes)" if empty else None
 
     def _open(self) -> cv2.VideoCapture | None:
         kind = self.spec.kind
@@ -206,9 +248,9 @@ class VideoSource:
         elif kind == "file":
             cap = cv2.VideoCapture(self.spec.uri, cv2.CAP_FFMPEG)
         else:
-            ms = self._io_timeout_ms
             cap = cv2.VideoCapture(self.spec.uri, cv2.CAP_FFMPEG,
-                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._open_timeout_ms,
+                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, self._io_timeout_ms])
         if not cap.isOpened():
             cap.release()
             return None
@@ -225,9 +267,20 @@ class VideoSource:
                 wait = t0 + n / fps - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
                     return "stopped"
+            started = time.monotonic()
             ok, bgr = cap.read()
+            if (not ok or bgr is None) and self.loop and n > 0 and self.spec.kind == "file":
+                cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                t0, n = time.monotonic(), 0
+                started = t0
+                ok, bgr = cap.read()
             if not ok or bgr is None:
                 return "read failed"
+            if self.live and time.monotonic() - started >= 0.9 * self._io_timeout_ms / 1000:
+                # FFmpeg's read timeout fired and the decoder handed back a frame it still held: the
+                # stream is stalled (connected, nothing arriving). Reopen now rather than after the
+                # decoder has drained its delay, one timeout per held frame.
+                return f"stalled: no data for {self._io_timeout_ms / 1000:g} s"
             capture_time = time.time()
             index = self.frames_read
             n += 1

@@ -9,11 +9,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import structlog
 
-from pipeline.types import Shutdown
+from pipeline.types import Shutdown, SourceStatus
 
 log = structlog.get_logger(__name__)
 
@@ -28,7 +29,10 @@ class Stage:
         self.outq = outq
         self.processed = 0
         self.busy_s = 0.0
+        self.errors = 0
         self.error: BaseException | None = None
+        # Messages a stage took off its queue early (to batch) and hands back to be handled in order.
+        self.backlog: deque[Any] = deque()
         self._thread = threading.Thread(target=self._loop, name=f"stage-{self.name}", daemon=True)
 
     def start(self) -> None:
@@ -48,9 +52,15 @@ class Stage:
     def flush(self) -> None:
         """Called once before Shutdown is passed on: emit anything held back."""
 
+    def handle_failed(self, msg: Any) -> None:
+        """Called after ``handle`` raised on ``msg``: forward what can still be forwarded (a stage must
+        never swallow a source's status or the end of its tracks). Statuses pass unchanged here."""
+        if isinstance(msg, SourceStatus):
+            self.emit(msg)
+
     def _loop(self) -> None:
         while True:
-            msg = self.inq.get()
+            msg = self.backlog.popleft() if self.backlog else self.inq.get()
             if isinstance(msg, Shutdown):
                 try:
                     self.flush()
@@ -63,8 +73,13 @@ class Stage:
             try:
                 self.handle(msg)
             except Exception as exc:
-                # One bad frame must not kill the daemon: log it, count it, carry on.
+                # One bad frame must not kill the daemon: log it, count it, forward what we can, carry on.
                 self.error = exc
+                self.errors += 1
                 log.exception("stage_message_failed", stage=self.name)
+                try:
+                    self.handle_failed(msg)
+                except Exception:
+                    log.exception("stage_forward_failed", stage=self.name)
             self.busy_s += time.perf_counter() - t0
             self.processed += 1

@@ -204,6 +204,13 @@ class TrackStage(Stage):
         self.cuts: dict[str, SceneCutDetector] = {}
         self.last_frame: dict[str, Frame] = {}
 
+    def handle_failed(self, msg: Any) -> None:
+        """Tracking failed on this frame: it goes on without tracks (they resume on the next one)."""
+        if isinstance(msg, DetectedFrame):
+            self.emit(TrackedFrame(msg.frame, (), (), ()))
+        else:
+            super().handle_failed(msg)
+
     def handle(self, msg: Any) -> None:
         if isinstance(msg, DetectedFrame):
             src = msg.frame.source_id

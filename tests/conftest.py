@@ -72,3 +72,23 @@ def real_chips(data_dir: Path, detector, rgb) -> dict[int, np.ndarray]:
         for spec in (EMBEDDERS["dlib-resnet-v1"], EMBEDDERS["facenet-vggface2"]):
             out[spec.input_size].append(align_face(img, det.landmarks, spec.template, spec.input_size))
     return {k: np.stack(v) for k, v in out.items()}
+
+
+@pytest.fixture(scope="session")
+def stills_gallery(tmp_path_factory, data_dir: Path, detector, dlib_embedder) -> Path:
+    """Miranda, Lacamoire and Obama stills (the Hamilton example's known faces) plus Biden."""
+    from pipeline.gallery import Gallery
+    from pipeline.stills import StillEmbedder
+    from tools.gallery_build import QualityGates, Source, build
+
+    stills = data_dir / "face_recognition_examples" / "stills"
+    path = tmp_path_factory.mktemp("gal") / "stills.db"
+    gallery = Gallery.create(path, dlib_embedder.model_id, dlib_embedder.dim)
+    engine = StillEmbedder(detector, dlib_embedder, gallery.cache(), policy="dominant")
+    sources = [Source(stills / "lin-manuel-miranda.png", "lin_manuel_miranda"),
+               Source(stills / "alex-lacamoire.png", "alex_lacamoire"),
+               Source(stills / "obama.jpg", "barack_obama"), Source(stills / "biden.jpg", "joe_biden")]
+    result = build(engine, gallery, sources, QualityGates(), None, progress=False)
+    assert result["identities"] == 4
+    gallery.close()
+    return path

@@ -28,26 +28,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def stills_gallery(tmp_path_factory, data_dir: Path, detector, dlib_embedder) -> Path:
-    """Miranda, Lacamoire and Obama stills (the Hamilton example's known faces) plus Biden."""
-    from pipeline.gallery import Gallery
-    from pipeline.stills import StillEmbedder
-    from tools.gallery_build import QualityGates, Source, build
-
-    stills = data_dir / "face_recognition_examples" / "stills"
-    path = tmp_path_factory.mktemp("gal") / "stills.db"
-    gallery = Gallery.create(path, dlib_embedder.model_id, dlib_embedder.dim)
-    engine = StillEmbedder(detector, dlib_embedder, gallery.cache(), policy="dominant")
-    sources = [Source(stills / "lin-manuel-miranda.png", "lin_manuel_miranda"),
-               Source(stills / "alex-lacamoire.png", "alex_lacamoire"),
-               Source(stills / "obama.jpg", "barack_obama"), Source(stills / "biden.jpg", "joe_biden")]
-    result = build(engine, gallery, sources, QualityGates(), None, progress=False)
-    assert result["identities"] == 4
-    gallery.close()
-    return path
-
-
 def run_daemon(tmp_path: Path, video: Path, gallery: Path, name: str, zmq: str | None = None) -> list[dict]:
     out = tmp_path / f"{name}.jsonl"
     settings = load_settings(None, sources=[str(video)], embedder={"runtime": "torch"},

@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import contextlib
 import itertools
 import queue
 import re
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from rtsp_helpers import RtspServer
 
 from pipeline.sources import SourceSpec, VideoSource, parse_source
 from pipeline.types import Frame, SourceStatus
@@ -154,17 +153,57 @@ def test_stop_mid_file_returns_promptly_while_blocked_on_a_full_queue(data_dir: 
     assert not src.is_alive()
 
 
-def test_unreadable_file_reports_an_error_and_ends(tmp_path: Path) -> None:
-    bad = tmp_path / "broken.mp4"
-    bad.write_bytes(b"not a video at all" * 100)
+def _bad_files(tmp_path: Path, data_dir: Path) -> dict[str, tuple[Path, str]]:
+    """Each kind of unusable file with the start of the one-line reason it must give."""
+    clip = (data_dir / "face_recognition_examples" / "video" / "short_hamilton_clip.mp4").read_bytes()
+    out: dict[str, tuple[Path, str]] = {}
+    out["missing"] = (tmp_path / "missing.mp4", "video file not found")
+    (empty := tmp_path / "empty.mp4").write_bytes(b"")
+    out["zero-byte"] = (empty, "empty file")
+    (text := tmp_path / "notes.mp4").write_bytes(b"not a video at all" * 100)
+    out["not a video"] = (text, "not a video")
+    (cut := tmp_path / "cut.mp4").write_bytes(clip[: len(clip) // 3])
+    out["truncated"] = (cut, "")  # moov at the end: FFmpeg cannot open it; at the start: ends early
+    (codec := tmp_path / "codec.mp4").write_bytes(clip.replace(b"avc1", b"zzz1").replace(b"avcC", b"zzzC"))
+    out["unsupported codec"] = (codec, "")
+    (folder := tmp_path / "folder.mp4").mkdir()
+    out["directory"] = (folder, "")
+    return out
+
+
+@pytest.mark.parametrize("kind", ["missing", "zero-byte", "not a video", "truncated", "unsupported codec",
+                                  "directory"])
+def test_unusable_file_reports_one_error_status_and_ends(tmp_path: Path, data_dir: Path, kind: str) -> None:
+    path, reason = _bad_files(tmp_path, data_dir)[kind]
     q: queue.Queue[Msg] = queue.Queue()
-    src = VideoSource(parse_source(str(bad)), q)
+    src = VideoSource(SourceSpec("bad", str(path), "file", False), q)
     src.start()
     assert src.join(10)
-    msgs = list(q.queue)
-    assert [(m.status, m.detail) for m in msgs if isinstance(m, SourceStatus)] == [
-        ("error", f"cannot open {bad}")]
-    assert src.frames_read == 0
+    statuses = [(m.status, m.detail) for m in q.queue if isinstance(m, SourceStatus)]
+    assert statuses[-1][0] == "error", statuses
+    assert [s for s, _ in statuses].count("error") == 1 and "eof" not in [s for s, _ in statuses]
+    assert "\n" not in statuses[-1][1] and reason in statuses[-1][1], statuses
+    assert src.failed == (src.frames_read == 0)
+
+
+def test_unreadable_file_says_permission_denied(tmp_path: Path, data_dir: Path) -> None:
+    import os
+    import sys
+
+    video = tmp_path / "locked.mp4"
+    video.write_bytes((data_dir / "face_recognition_examples" / "video" / "short_hamilton_clip.mp4").read_bytes())
+    video.chmod(0)
+    code = ("import queue, sys; from pipeline.sources import SourceSpec, VideoSource\n"
+            f"q = queue.Queue(); s = VideoSource(SourceSpec('x', {str(video)!r}, 'file', False), q); s.start()\n"
+            "s.join(10); print([m.detail for m in q.queue][-1])")
+    cmd = [sys.executable, "-c", code]
+    if os.geteuid() == 0:  # root reads any file: drop the capabilities that let it
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv (util-linux): cannot make a file unreadable")
+        cmd = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip().endswith("permission denied"), out.stdout + out.stderr
 
 
 def test_live_source_keeps_only_the_newest_frame(data_dir: Path) -> None:
@@ -230,138 +269,67 @@ def test_unreachable_stream_backs_off_doubling_to_a_cap() -> None:
     assert not any(isinstance(m, Frame) for m in msgs)
 
 
-class _RtspServer:
-    """Just enough RTSP (OPTIONS, DESCRIBE, SETUP over TCP, PLAY) in front of ffmpeg's RTP output.
-
-    ffmpeg's own RTSP muxer only pushes to a server, so this plays the server: ffmpeg loops the clip
-    in real time as RTP over UDP to 127.0.0.1 and the packets are relayed interleaved on the RTSP
-    connection.
-    """
-
-    def __init__(self, ffmpeg: str, video: Path, port: int, workdir: Path) -> None:
-        self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.rtp.bind(("127.0.0.1", 0))
-        self.rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # absorbs ffmpeg's sender reports
-        self.rtcp.bind(("127.0.0.1", 0))
-        sdp = workdir / f"stream-{port}-{time.monotonic_ns()}.sdp"
-        url = f"rtp://127.0.0.1:{self.rtp.getsockname()[1]}?rtcpport={self.rtcp.getsockname()[1]}&pkt_size=1200"
-        self.proc = subprocess.Popen([ffmpeg, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
-                                      "-i", str(video), "-an", "-c:v", "copy", "-f", "rtp", "-sdp_file", str(sdp),
-                                      url], stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not (sdp.is_file() and "a=rtpmap" in sdp.read_text()):
-            assert time.monotonic() < deadline and self.proc.poll() is None, "ffmpeg did not start streaming"
-            time.sleep(0.05)
-        text = re.sub(r"(?m)^m=video \d+", "m=video 0", sdp.read_text().strip())
-        self.sdp = (text + "\r\na=control:trackID=0\r\n").replace("\r\n", "\n").replace("\n", "\r\n")
-        self.clients: list[socket.socket] = []  # connections that sent PLAY
-        self.conns: list[socket.socket] = []
-        self.lock = threading.Lock()
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", port))
-        self.listener.listen()
-        threading.Thread(target=self._accept, daemon=True).start()
-        threading.Thread(target=self._relay, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _relay(self) -> None:
-        while True:
-            try:
-                pkt = self.rtp.recv(65536)
-            except OSError:
-                return
-            with self.lock:
-                for c in list(self.clients):
-                    try:
-                        c.sendall(b"$\x00" + len(pkt).to_bytes(2, "big") + pkt)
-                    except OSError:
-                        self.clients.remove(c)
-
-    def _serve(self, conn: socket.socket) -> None:
-        buf = b""
-        with contextlib.suppress(OSError):  # the client left or the server stopped
-            while data := conn.recv(65536):
-                buf += data
-                while buf:
-                    if buf[:1] == b"$":  # the client's interleaved RTCP: skip it
-                        size = 4 + int.from_bytes(buf[2:4], "big") if len(buf) >= 4 else 1 << 30
-                        if len(buf) < size:
-                            break
-                        buf = buf[size:]
-                        continue
-                    end = buf.find(b"\r\n\r\n")
-                    if end < 0:
-                        break
-                    head, buf = buf[:end].decode(), buf[end + 4:]
-                    self._reply(conn, head)
-
-    def _reply(self, conn: socket.socket, head: str) -> None:
-        method, url = head.split()[:2]
-        cseq = re.search(r"(?im)^CSeq:\s*(\d+)", head)
-        lines, body, status = [f"CSeq: {cseq.group(1) if cseq else 0}"], "", "200 OK"
-        if method == "OPTIONS":
-            lines.append("Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER")
-        elif method == "DESCRIBE":
-            lines += [f"Content-Base: {url.rstrip('/')}/", "Content-Type: application/sdp"]
-            body = self.sdp
-        elif method == "SETUP" and "RTP/AVP/TCP" in head:
-            lines += ["Transport: RTP/AVP/TCP;unicast;interleaved=0-1", "Session: 4242;timeout=60"]
-        elif method == "SETUP":
-            status = "461 Unsupported Transport"
-        else:
-            lines.append("Session: 4242")
-        if body:
-            lines.append(f"Content-Length: {len(body.encode())}")
-        with self.lock:
-            conn.sendall((f"RTSP/1.0 {status}\r\n" + "".join(f"{x}\r\n" for x in lines) + "\r\n" + body).encode())
-            if method == "PLAY" and conn in self.conns:
-                self.clients.append(conn)
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait(5)
-        with self.lock:
-            socks, self.clients = [*self.conns, self.listener, self.rtp, self.rtcp], []
-        for s in socks:  # shutdown wakes the threads blocked on them and sends the client a FIN
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
+def _frame_after(q: queue.Queue[Msg], last: int, timeout: float) -> list[Msg]:
+    return _until(q, lambda m: isinstance(m, Frame) and m.index > last, timeout=timeout)
 
 
-def test_rtsp_stream_reconnects_after_the_server_comes_back(data_dir: Path, tmp_path: Path) -> None:
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        pytest.skip("ffmpeg is not on PATH: it is needed to serve an RTSP stream")
+def test_rtsp_stream_reconnects_after_the_server_comes_back(data_dir: Path) -> None:
+    """Kill GStreamer's RTSP server: 'reconnecting' within 2 s; restart it: frames within 5 s."""
     video, port = data_dir / HAMILTON, _free_port()
     q: queue.Queue[Msg] = queue.Queue(maxsize=8)
-    server = _RtspServer(ffmpeg, video, port, tmp_path)
-    src = VideoSource(parse_source(f"rtsp://127.0.0.1:{port}/x", "stage"), q, io_timeout_s=3.0)
+    server = RtspServer(port, {"/x": video})
+    src = VideoSource(parse_source(server.url("/x"), "stage"), q, io_timeout_s=3.0, retry_initial_s=0.25,
+                      retry_max_s=1.0)
     src.start()
     try:
         first = _until(q, lambda m: isinstance(m, Frame) and src.frames_read >= 10, timeout=15)
         assert _is("opened")(first[0]) and "width=640 height=360" in first[0].detail
-        server.stop()
+        server.kill()
+        stalled = time.monotonic()
         down = _until(q, _is("reconnecting"), timeout=10)
+        assert time.monotonic() - stalled < 2.0, "reconnecting was not reported within 2 s of the stall"
         assert [m.status for m in down if isinstance(m, SourceStatus)][-2:] == ["error", "reconnecting"]
+        time.sleep(2.0)  # a few failed attempts while the server is down: the wait doubles up to its cap
         last = max(m.index for m in first + down if isinstance(m, Frame))
-        server = _RtspServer(ffmpeg, video, port, tmp_path)
+        server = RtspServer(port, {"/x": video})
         back = time.monotonic()
-        again = _until(q, lambda m: isinstance(m, Frame) and m.index > last, timeout=10)
+        again = _frame_after(q, last, timeout=10)
         assert time.monotonic() - back < 5.0
+        waits = [float(m.detail.split()[2]) for m in down + again if _is("reconnecting")(m)]
+        assert waits == sorted(waits) and max(waits) <= 1.0 and len(waits) >= 3, waits
         assert any(_is("opened")(m) for m in again)
         frame = again[-1]
         assert isinstance(frame, Frame) and frame.live and frame.pts is None and frame.image.shape == (360, 640, 3)
     finally:
         src.stop()
         assert src.join(5)
-        server.stop()
+        server.kill()
+
+
+def test_stall_watchdog_reopens_a_connected_but_silent_stream_and_others_carry_on(data_dir: Path) -> None:
+    """A server frozen mid-stream (socket open, nothing sent) trips the watchdog after that source's own
+    timeout; a second source on another server keeps delivering meanwhile."""
+    video = data_dir / HAMILTON
+    qa: queue.Queue[Msg] = queue.Queue(maxsize=8)
+    qb: queue.Queue[Msg] = queue.Queue(maxsize=8)
+    port_a = _free_port()
+    port_b = next(p for p in iter(_free_port, None) if p != port_a)  # the OS may hand out the same port twice
+    with RtspServer(port_a, {"/a": video}) as sa, RtspServer(port_b, {"/b": video}) as sb:
+        a = VideoSource(parse_source(sa.url("/a"), "a"), qa, io_timeout_s=1.5, retry_initial_s=0.25, retry_max_s=1.0)
+        b = VideoSource(parse_source(sb.url("/b"), "b"), qb, io_timeout_s=1.5)
+        a.start()
+        b.start()
+        try:
+            _until(qa, lambda m: isinstance(m, Frame) and a.frames_read >= 10, timeout=15)
+            _until(qb, lambda m: isinstance(m, Frame) and b.frames_read >= 10, timeout=15)
+            sa.pause()
+            frozen, b_before = time.monotonic(), b.frames_read
+            _until(qa, _is("error"), timeout=10)
+            took = time.monotonic() - frozen
+            assert 1.0 <= took < 3.5, f"watchdog fired after {took:.2f} s for a 1.5 s timeout"
+            assert b.frames_read - b_before >= 20, "the other source stalled with the first"
+            sa.resume()
+        finally:
+            a.stop()
+            b.stop()
+            assert a.join(5) and b.join(5)
