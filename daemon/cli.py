@@ -91,6 +91,19 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from daemon.bench_pipeline import run_bench
+
+    settings = _settings(args)
+    gallery = args.gallery or settings.gallery.path
+    if gallery and not Path(gallery).expanduser().is_file():
+        raise CliError(f"gallery file {gallery} does not exist")
+    result = run_bench(settings, Path(gallery) if gallery else None, Path(args.source), args.baseline,
+                       args.baseline_frames)
+    print_result(result, args.json)
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     settings = _settings(args)
     source = "set by --threshold" if args.threshold_given else "1:1 verification point tuned on LFW DevTrain pairs"
@@ -175,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--json", action="store_true")
     model_opts(be)
     be.set_defaults(func=cmd_bench_embed)
+    bp = bench.add_parser("pipeline", help="daemon frames/s on a file vs decoding alone and the seed-style loop")
+    bp.add_argument("--source", required=True, help="video file")
+    bp.add_argument("--gallery", help="gallery file to match against")
+    bp.add_argument("--baseline", action="store_true", help="also time facenet-pytorch's MTCNN on every frame "
+                    "plus one embedding per face")
+    bp.add_argument("--baseline-frames", type=int, help="time the baseline on the first N frames only")
+    bp.add_argument("--json", action="store_true")
+    bp.set_defaults(func=cmd_bench_pipeline)
     bs = bench.add_parser("soak", help="looped copies of a file as live cameras at real-time rate: RSS growth, "
                           "queue depths, drops, latency")
     bs.add_argument("--source", required=True, help="video file, read N times over as live cameras")
