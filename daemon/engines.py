@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from daemon.config import Settings
-from models.registry import split_model_id
+from models.registry import EMBEDDERS, model_id_for, split_model_id
 
 if TYPE_CHECKING:
     from models.embedder import Embedder
@@ -40,15 +40,28 @@ def still_engine(settings: Settings, policy: str, cache: EmbeddingCache | None =
     return StillEmbedder(detector, configured_embedder(settings), cache, policy=policy)
 
 
+def check_gallery_model(model_id: str, where: str = "the gallery") -> tuple[str, bool]:
+    """The embedder (name, flip) that reproduces a gallery's ``model_id``, or a one-line ValueError before any
+    network is loaded (an unknown model or an older version of ours cannot embed comparable vectors)."""
+    name, flip = split_model_id(model_id)
+    if name not in EMBEDDERS:
+        raise ValueError(f"{where} was built with model {model_id}, which this facestream does not have "
+                         f"({', '.join(EMBEDDERS)}): rebuild it with 'facestream gallery build'")
+    if (ours := model_id_for(name, flip)) != model_id:
+        raise ValueError(f"{where} was built with {model_id}; this facestream embeds with {ours}: "
+                         "rebuild it with 'facestream gallery build'")
+    return name, flip
+
+
 def engine_for_gallery(settings: Settings, model_id: str | None, cache: EmbeddingCache | None,
-                       policy: str) -> StillEmbedder:
+                       policy: str, where: str = "the gallery") -> StillEmbedder:
     """A still engine embedding exactly as the gallery's model id says (model and flip), or an error."""
     if model_id:
-        name, flip = split_model_id(model_id)
+        name, flip = check_gallery_model(model_id, where)
         settings = settings.model_copy(update={"embedder": settings.embedder.model_copy(
             update={"model": name, "flip": flip})})
     engine = still_engine(settings, policy, cache)
     if model_id and engine.embedder.model_id != model_id:
-        raise ValueError(f"the gallery was built with {model_id}; this facestream embeds with "
+        raise ValueError(f"{where} was built with {model_id}; this facestream embeds with "
                          f"{engine.embedder.model_id}: rebuild it with 'facestream gallery build'")
     return engine

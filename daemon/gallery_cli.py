@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Settings
-from daemon.engines import engine_for_gallery
+from daemon.engines import check_gallery_model, engine_for_gallery
 from daemon.printing import print_rows
 
 
@@ -55,10 +55,13 @@ def cmd_build(args: argparse.Namespace, settings: Settings, out: Callable[[dict,
 
 def cmd_add(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
     from pipeline.gallery import Gallery
+
+    gallery = Gallery.open(_gallery_path(args, settings))  # a bad file or model fails before torch is imported
+    if gallery.model_id:
+        check_gallery_model(gallery.model_id, f"gallery {gallery.path}")
     from tools.gallery_build import enrol
 
-    gallery = Gallery.open(_gallery_path(args, settings))
-    engine = engine_for_gallery(settings, gallery.model_id, gallery.cache(), "dominant")
+    engine = engine_for_gallery(settings, gallery.model_id, gallery.cache(), "dominant", f"gallery {gallery.path}")
     result = enrol(engine, gallery, args.name, [Path(p) for p in args.images], _gates(settings),
                    settings.gallery.target_far)
     out(result, args.json)
@@ -106,9 +109,11 @@ def cmd_info(args: argparse.Namespace, settings: Settings, out: Callable[[dict, 
 
 def cmd_export(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
     from pipeline.gallery import Gallery
+
+    gallery = Gallery.open(_gallery_path(args, settings))  # a bad file fails before torch is imported
     from tools.gallery_build import export
 
-    npz, meta = export(Gallery.open(_gallery_path(args, settings)), Path(args.out))
+    npz, meta = export(gallery, Path(args.out))
     out({"npz": str(npz), "json": str(meta)}, args.json)
     return 0
 
@@ -128,14 +133,17 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings, out: Callable[[d
 
 
 def cmd_identify(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
-    from pipeline.cache import EmbeddingCache
     from pipeline.gallery import Gallery
+
+    gallery = Gallery.open(_gallery_path(args, settings))  # a bad file or model fails before torch is imported
+    if gallery.model_id:
+        check_gallery_model(gallery.model_id, f"gallery {gallery.path}")
+    from pipeline.cache import EmbeddingCache
     from pipeline.match import make_matcher
     from pipeline.operating_point import gallery_point
     from tools.gallery_build import collect_sources
     from tools.identify import run_identify
 
-    gallery = Gallery.open(_gallery_path(args, settings))
     people = gallery.identities()
     if not people:
         raise ValueError(f"gallery {gallery.path} has no identities")
@@ -151,7 +159,7 @@ def cmd_identify(args: argparse.Namespace, settings: Settings, out: Callable[[di
                              "people who are not in the gallery")
         probes = probes + strangers
     engine = engine_for_gallery(settings, gallery.model_id, EmbeddingCache(settings.cache_dir / "embeddings.sqlite"),
-                         "center")
+                                "center", f"gallery {gallery.path}")
     result = run_identify(engine, matcher, set(gallery.names()), probes, point.threshold, point.margin,
                           Path(args.report) if args.report else None)
     result["operating_point"] = point.source

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import os
 from collections import defaultdict
 from pathlib import Path
 
 import cv2
 
+from pipeline.private_files import open_private, tighten
 from pipeline.types import MatchedFrame
 
 
@@ -42,8 +43,8 @@ class Timeline:
         return out
 
     def write(self, path: Path) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        """The CSV names people: created, or truncated and tightened, mode 0600."""
+        with open_private(path, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=["source", "identity", "first_seen_s", "last_seen_s",
                                               "seconds_on_screen", "appearances"])
             w.writeheader()
@@ -59,6 +60,7 @@ class Annotator:
         self.out_dir = out_dir
         self.fps = fps
         self.writers: dict[str, cv2.VideoWriter] = {}
+        self.paths: dict[str, Path] = {}
 
     def observe(self, msg: MatchedFrame, claims: dict[int, str | None]) -> None:
         frame = msg.tracked.frame
@@ -73,8 +75,12 @@ class Annotator:
         w = self.writers.get(frame.source_id)
         if w is None:
             path = self.out_dir / f"{frame.source_id}.annotated.mp4"
+            # OpenCV creates the file 0666 less the umask and keeps an existing file's mode; the video shows
+            # faces with names on them, so it is made (or tightened to) 0600 before the writer truncates it.
+            open_private(path, "wb").close()
             w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps.get(frame.source_id, 25.0),
                                 (img.shape[1], img.shape[0]))
+            self.paths[frame.source_id] = path
             self.writers[frame.source_id] = w
         w.write(img)
 
@@ -82,6 +88,8 @@ class Annotator:
         w = self.writers.pop(source_id, None)
         if w is not None:
             w.release()
+            with contextlib.suppress(FileNotFoundError):
+                tighten(self.paths.pop(source_id))  # in case the muxer replaced the file it was given
 
     def close(self) -> None:
         for sid in list(self.writers):

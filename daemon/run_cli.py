@@ -29,6 +29,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: Any) -> int:
     if args.source:
         settings = settings.model_copy(update={"sources": list(args.source)})
     gallery = args.gallery or settings.gallery.path
+    if gallery and Path(gallery).expanduser().is_dir():
+        raise ValueError(f"gallery {gallery} is a directory, not a gallery file")
     if gallery and not Path(gallery).expanduser().is_file():
         raise ValueError(f"gallery file {gallery} does not exist")
     return Daemon(settings, Path(gallery) if gallery else None).run()

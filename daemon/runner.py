@@ -19,12 +19,12 @@ from typing import Any
 import structlog
 
 from daemon.config import Settings
+from daemon.engines import check_gallery_model
 from daemon.memory import pin_mmap_threshold
 from daemon.outputs import Annotator, Timeline
 from daemon.sinks import JsonlSink, StdoutSink, ZmqPublisher
 from models.detector import DetectorSettings, MTCNNDetector
 from models.embedder import load_embedder
-from models.registry import split_model_id
 from pipeline.detect import DetectStage
 from pipeline.embed import EmbedStage
 from pipeline.events import EventsStage
@@ -69,7 +69,7 @@ class Daemon:
         self.gallery_path = gallery_path
         matcher, threshold, margin, version, model_id = self._load_gallery()
         e = settings.embedder
-        name, flip = split_model_id(model_id) if model_id else (e.model, e.flip)
+        name, flip = check_gallery_model(model_id, f"gallery {gallery_path}") if model_id else (e.model, e.flip)
         if p.threads_per_stage > 0:
             import torch
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.private_files import PRIVATE_MODE, tighten
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS faces (
     key TEXT PRIMARY KEY,
@@ -43,9 +45,14 @@ class EmbeddingCache:
             self.conn = conn  # shared with its owner (a gallery file), which set up the schema
             return
         if path is not None:
+            # Hashes and face embeddings of people's photos: created 0600, or tightened when an older
+            # version or a copy left it looser (SQLite gives its -wal/-shm files the database's mode).
             path.parent.mkdir(parents=True, exist_ok=True)
             if not path.exists():
-                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE))
+            for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                if p.exists():
+                    tighten(p)
         self.conn = sqlite3.connect(str(path) if path else ":memory:")
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.executescript(SCHEMA)

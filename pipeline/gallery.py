@@ -7,6 +7,7 @@ of its source photos, so rebuilding only embeds new files and removing a person 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -18,6 +19,7 @@ import numpy as np
 
 from pipeline.cache import SCHEMA as CACHE_SCHEMA
 from pipeline.cache import EmbeddingCache
+from pipeline.private_files import PRIVATE_MODE, tighten
 
 SCHEMA_VERSION = 1
 APP_ID = 0x46535447  # "FSTG": marks the file as a facestream gallery
@@ -53,7 +55,43 @@ CREATE TABLE sources (
 
 
 class GalleryError(ValueError):
-    """The gallery file is missing, foreign, too new, or built with another model."""
+    """The gallery file is missing, not a file, empty, not SQLite, foreign, damaged, too new, or built with
+    another model."""
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+REQUIRED_TABLES = frozenset({"meta", "identities", "templates", "sources", "faces"})
+SIDE_FILES = ("-journal", "-wal", "-shm")
+
+
+def _check_header(path: Path) -> None:
+    """Refuse what SQLite would misreport (a folder, an unreadable, empty or non-SQLite file) by reading
+    the 100-byte SQLite header first."""
+    if path.is_dir():
+        raise GalleryError(f"gallery {path} is a directory, not a gallery file")
+    try:
+        with path.open("rb") as f:
+            head = f.read(100)
+    except FileNotFoundError:
+        raise GalleryError(f"gallery {path} does not exist") from None
+    except OSError as exc:
+        raise GalleryError(f"cannot read gallery {path}: {exc.strerror or exc}") from None
+    if not head:
+        raise GalleryError(f"gallery {path} is an empty file (0 bytes), not a facestream gallery")
+    if not head.startswith(SQLITE_MAGIC):
+        raise GalleryError(f"{path} is not a facestream gallery (not an SQLite database)")
+    if len(head) < 100:
+        raise GalleryError(f"{path} is not a facestream gallery (truncated SQLite file, {len(head)} bytes)")
+
+
+def _tighten(path: Path) -> None:
+    """Mode 0600 for the gallery and any SQLite side file next to it (SQLite gives new side files the
+    database file's mode, so tightening the database first covers the ones it creates later)."""
+    tighten(path)
+    for suffix in SIDE_FILES:
+        side = path.with_name(path.name + suffix)
+        with contextlib.suppress(FileNotFoundError):
+            tighten(side)
 
 
 @dataclass
@@ -94,7 +132,7 @@ class Gallery:
             return cls.open(path, model_id)
         if not path.parent.is_dir():
             raise GalleryError(f"cannot create gallery {path}: folder {path.parent} does not exist")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
         os.close(fd)
         now = time.time()
         meta = {"model_id": model_id, "dim": str(dim), "created": str(now), "updated": str(now), "version": "0",
@@ -115,29 +153,48 @@ class Gallery:
 
     @classmethod
     def open(cls, path: str | Path, model_id: str | None = None) -> Gallery:
-        """Open an existing gallery; ``model_id`` (when given) must match the one it was built with."""
+        """Open an existing gallery; ``model_id`` (when given) must match the one it was built with.
+
+        Every way a file can fail to be a usable gallery is a :class:`GalleryError` with one line naming the
+        path and the reason, and leaves the file as it was. A gallery that opens is tightened to 0600 (with
+        its journal side files) before anything writes to it: a copy or an older version may have left it
+        readable by others, and it names people."""
         path = Path(path)
-        if not path.is_file():
-            raise GalleryError(f"gallery {path} does not exist")
+        _check_header(path)
         try:
             conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
+        except sqlite3.Error as exc:
+            raise GalleryError(f"cannot open gallery {path}: {exc}") from None
+        try:
             app = conn.execute("PRAGMA application_id").fetchone()[0]
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError:
-            raise GalleryError(f"{path} is not a facestream gallery") from None
-        if app != APP_ID:
+            if app != APP_ID:
+                raise GalleryError(f"{path} is not a facestream gallery (an SQLite database of another "
+                                   "application)")
+            if version > SCHEMA_VERSION:
+                raise GalleryError(f"gallery {path} has schema {version}, newer than this facestream supports "
+                                   f"({SCHEMA_VERSION}); upgrade facestream")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if missing := sorted(REQUIRED_TABLES - tables):
+                raise GalleryError(f"gallery {path} is damaged: table(s) {', '.join(missing)} missing")
+            built = (conn.execute("SELECT value FROM meta WHERE key = 'model_id'").fetchone() or [""])[0]
+        except sqlite3.OperationalError as exc:
             conn.close()
-            raise GalleryError(f"{path} is not a facestream gallery")
-        if version > SCHEMA_VERSION:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise GalleryError(f"gallery {path} is busy (another process is writing it): {exc}") from None
+            raise GalleryError(f"{path} is not a facestream gallery (damaged SQLite file: {exc})") from None
+        except sqlite3.DatabaseError as exc:
             conn.close()
-            raise GalleryError(f"gallery {path} has schema {version}, newer than this facestream supports "
-                               f"({SCHEMA_VERSION}); upgrade facestream")
-        g = cls(path, conn)
-        if model_id is not None and (built := g.model_id) != model_id:
+            raise GalleryError(f"{path} is not a facestream gallery (damaged SQLite file: {exc})") from None
+        except GalleryError:
+            conn.close()
+            raise
+        if model_id is not None and built != model_id:
             conn.close()
             raise GalleryError(f"gallery {path} was built with model {built}; this run uses {model_id} "
                                "(pass --model to match, or build a new gallery)")
-        return g
+        _tighten(path)  # only once it is known to be ours: another application's file keeps its mode
+        return cls(path, conn)
 
     def close(self) -> None:
         self.conn.close()

@@ -12,6 +12,7 @@ import numpy as np
 
 from pipeline.gallery import Gallery, Identity
 from pipeline.operating_point import prior_point
+from tools.reports import save_figure
 
 MARGINS = np.round(np.arange(0.0, 0.155, 0.005), 3)
 # Leave-identity-out calibration needs this many impostor trials per allowed false accept...
@@ -122,7 +123,7 @@ def save_calibration_png(path: str, people: list[Identity]) -> None:
     ax.set_title("gallery ROC (leave-one-out)")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

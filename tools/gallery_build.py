@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.gallery import Gallery, Identity
+from pipeline.private_files import open_private
 from pipeline.stills import FaceResult, StillEmbedder
 from tools.calibrate import recalibrate
 from tools.reports import write_csv
@@ -235,18 +236,21 @@ def enrol(engine: StillEmbedder, gallery: Gallery, name: str, paths: list[Path],
 
 
 def export(gallery: Gallery, out_prefix: Path) -> tuple[Path, Path]:
-    """Write ``PREFIX.npz`` (centroids, templates, labels) and ``PREFIX.json`` (metadata) for other tools."""
+    """Write ``PREFIX.npz`` (centroids, templates, labels) and ``PREFIX.json`` (metadata) for other tools, both
+    0600 whether new or overwritten: they hold every enrolled person's name and face templates."""
     import json
 
     people = gallery.identities()
     npz, meta = Path(f"{out_prefix}.npz"), Path(f"{out_prefix}.json")
-    np.savez(npz, names=np.array([p.name for p in people]),
-             centroids=np.stack([p.centroid for p in people]) if people else np.zeros((0, gallery.dim)),
-             templates=np.vstack([p.templates for p in people]) if people else np.zeros((0, gallery.dim)),
-             template_labels=np.array([p.name for p in people for _ in p.paths]),
-             template_outlier=np.concatenate([p.outlier for p in people]) if people else np.zeros(0, bool))
+    with open_private(npz, "wb") as f:  # a file object: numpy would open the path 0666 less the umask
+        np.savez(f, names=np.array([p.name for p in people]),
+                 centroids=np.stack([p.centroid for p in people]) if people else np.zeros((0, gallery.dim)),
+                 templates=np.vstack([p.templates for p in people]) if people else np.zeros((0, gallery.dim)),
+                 template_labels=np.array([p.name for p in people for _ in p.paths]),
+                 template_outlier=np.concatenate([p.outlier for p in people]) if people else np.zeros(0, bool))
     info = gallery.info()
     info["identities_list"] = [{"name": p.name, "templates": len(p.paths), "outliers": int(p.outlier.sum()),
                                 "paths": p.paths} for p in people]
-    meta.write_text(json.dumps(info, indent=2))
+    with open_private(meta, "w", encoding="utf-8") as f:
+        f.write(json.dumps(info, indent=2))
     return npz, meta

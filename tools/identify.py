@@ -10,7 +10,7 @@ import numpy as np
 from pipeline.match import Matcher, decide
 from pipeline.stills import StillEmbedder
 from tools.gallery_build import Source
-from tools.reports import write_csv
+from tools.reports import save_figure, write_csv
 
 
 def run_identify(engine: StillEmbedder, matcher: Matcher, enrolled: set[str], probes: list[Source],
@@ -114,7 +114,7 @@ def _plot_confusion(path: Path, confusion: Counter[tuple[str, str]], top: int = 
         ax.axis("off")
     ax.set_title("most confused identities")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -132,5 +132,5 @@ def _plot_hist(path: Path, genuine: list[float], impostor: list[float], threshol
     ax.set_xlabel("top-1 score")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from tools.reports import save_figure
+
 
 def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
     """Threshold maximising accuracy of ``score >= t`` (midpoint between adjacent scores)."""
@@ -73,5 +75,5 @@ def save_roc_png(path: str, curves: dict[str, tuple[np.ndarray, np.ndarray]], ti
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)

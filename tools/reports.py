@@ -1,17 +1,28 @@
-"""Report files of the offline commands (CSV tables), created 0600: they name people."""
+"""Report files of the offline commands (CSV tables and plots), mode 0600 whether created or reused:
+they name people (paths, identities, confusions)."""
 
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
+from typing import Any
+
+from pipeline.private_files import open_private
 
 
 def write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
-    """Write ``rows`` under a header of ``fields``; the file is (re)created with mode 0600."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+    """Write ``rows`` under a header of ``fields``; the file is created, or truncated and tightened, 0600."""
+    with open_private(path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int) -> None:
+    """``fig.savefig`` into a 0600 file (matplotlib would create it 0666 less the umask, and keep an existing
+    file's mode); the format follows the suffix, PNG when there is none."""
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    if fmt not in (known := fig.canvas.get_supported_filetypes()):  # before the file is created or truncated
+        raise ValueError(f"cannot write a plot to {path}: unknown format {fmt!r} (use one of {', '.join(known)})")
+    with open_private(path, "wb") as f:
+        fig.savefig(f, dpi=dpi, format=fmt)
