@@ -92,3 +92,20 @@ def stills_gallery(tmp_path_factory, data_dir: Path, detector, dlib_embedder) ->
     assert result["identities"] == 4
     gallery.close()
     return path
+
+
+@pytest.fixture(scope="session")
+def hamilton_run(tmp_path_factory, data_dir: Path, stills_gallery: Path) -> tuple[list[dict], Path]:
+    """The Hamilton clip run to its end in process against the stills gallery (JSONL and timeline CSV):
+    the reference several tests hold other runs to. Returns (events, timeline CSV path)."""
+    import json
+
+    from daemon.config import load_settings
+    from daemon.runner import Daemon
+
+    out = tmp_path_factory.mktemp("hamilton")
+    video = data_dir / "face_recognition_examples" / "video" / "short_hamilton_clip.mp4"
+    settings = load_settings(None, sources=[str(video)], embedder={"runtime": "torch"},
+                             sinks={"jsonl": str(out / "a.jsonl"), "zmq": None, "timeline_csv": str(out / "a.csv")})
+    assert Daemon(settings, stills_gallery).run(install_signals=False) == 0
+    return [json.loads(line) for line in (out / "a.jsonl").read_text().splitlines()], out / "a.csv"

@@ -14,16 +14,16 @@ KEYS = {"decode_fps", "pipeline_fps", "baseline_fps", "speedup_vs_baseline", "fr
 
 
 def test_bench_pipeline_reports_every_figure(tmp_path, data_dir) -> None:
-    clip = data_dir / "face_recognition_examples" / "video" / "short_hamilton_clip.mp4"
+    clip = data_dir / "videos" / "known_identity" / "obama_speech.mp4"
     cmd = [sys.executable, "-c", "import sys; from daemon.cli import main; sys.exit(main(sys.argv[1:]))",
-           "bench", "pipeline", "--source", str(clip), "--baseline", "--baseline-frames", "5", "--json"]
+           "bench", "pipeline", "--source", str(clip), "--baseline", "--baseline-frames", "3", "--json"]
     env = {"FACESTREAM_EMBEDDER__RUNTIME": "torch", "XDG_CACHE_HOME": str(tmp_path)}
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                          env={**os.environ, **env})
     assert out.returncode == 0, out.stderr[-2000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(r) >= KEYS, KEYS - set(r)
-    assert r["frames"] == 275 and r["baseline_frames"] == 5
+    assert r["frames"] == 60 and r["baseline_frames"] == 3
     assert r["decode_fps"] > r["pipeline_fps"] > r["baseline_fps"] > 0
     assert abs(r["fraction_of_decode"] - r["pipeline_fps"] / r["decode_fps"]) < 1e-3
     assert r["faces_embedded_per_s"] > 0 and r["peak_rss_mb"] > 100

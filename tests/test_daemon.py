@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -42,9 +37,10 @@ def stable(events: list[dict]) -> list[dict]:
     return [{k: v for k, v in e.items() if k not in WALL_CLOCK} for e in events if e["topic"] != "stats"]
 
 
-def test_hamilton_clip_recognizes_miranda_once_and_is_deterministic(tmp_path, data_dir, stills_gallery) -> None:
+def test_hamilton_clip_recognizes_miranda_once_and_is_deterministic(tmp_path, data_dir, stills_gallery,
+                                                                    hamilton_run) -> None:
     video = data_dir / "face_recognition_examples" / "video" / "short_hamilton_clip.mp4"
-    first = run_daemon(tmp_path, video, stills_gallery, "a")
+    first, timeline_csv = hamilton_run
     recognized = [e for e in first if e["topic"] == "face.recognized"]
     in_shot = [e for e in recognized if 82 <= e["frame"] <= 210]
     # Miranda's close-up (frames 82-210) is one continuous appearance: exactly one event, and it is his.
@@ -58,8 +54,9 @@ def test_hamilton_clip_recognizes_miranda_once_and_is_deterministic(tmp_path, da
     statuses = [e["status"] for e in first if e["topic"] == "source.status"]
     assert statuses == ["opened", "eof"]
     ended = [e for e in first if e["topic"] == "track.ended"]
-    assert ended and all(e["frames_seen"] >= 1 for e in ended)
-    timeline = (tmp_path / "a.csv").read_text().splitlines()
+    # a confirmed track was detected at least confirm_hits (3) times, within the frames it spanned
+    assert ended and all(3 <= e["frames_seen"] <= e["last_frame"] - e["first_frame"] + 1 for e in ended), ended
+    timeline = timeline_csv.read_text().splitlines()
     assert timeline[0].startswith("source,identity,first_seen_s") and any("lin_manuel_miranda" in r for r in timeline)
     second = run_daemon(tmp_path, video, stills_gallery, "b")
     assert stable(first) == stable(second)
@@ -79,40 +76,6 @@ def test_zmq_subscriber_gets_the_jsonl_events_obama_speech(tmp_path, data_dir, s
     assert names == {"barack_obama"}
     assert [e["event_id"] for e in got] == [e["event_id"] for e in events]
     assert got == events
-
-
-def test_sigterm_mid_file_drains_and_keeps_every_published_event(tmp_path, data_dir, stills_gallery) -> None:
-    video = data_dir / "face_recognition_examples" / "video" / "short_hamilton_clip.mp4"
-    jsonl = tmp_path / "term.jsonl"
-    addr = f"tcp://127.0.0.1:{free_port()}"
-    env = {**os.environ, "FACESTREAM_EMBEDDER__RUNTIME": "torch", "XDG_CACHE_HOME": str(tmp_path / "cache"),
-           "FACESTREAM_SINKS__ZMQ_WAIT_SUBSCRIBER_S": "30"}
-    got: list[dict] = []
-    sub = subscribe(addr, (), timeout_s=30.0)
-    reader = threading.Thread(target=lambda: got.extend(body for _, body in sub), daemon=True)
-    reader.start()
-    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--source", str(video), "--gallery",
-                             str(stills_gallery), "--events-jsonl", str(jsonl), "--zmq", addr], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if jsonl.exists() and '"face.' in jsonl.read_text():
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the daemon ended before any face event: the clip is too short for this test"
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-2000:]
-    reader.join(40)
-    sub.close()
-    lines = jsonl.read_text().splitlines()
-    written = [json.loads(line) for line in lines]  # every line parses
-    ids = {e["event_id"] for e in written}
-    assert got, "the subscriber received nothing"
-    assert all(e["event_id"] in ids for e in got)
-    statuses = [e["status"] for e in written if e["topic"] == "source.status"]
-    assert statuses[0] == "opened" and "eof" not in statuses  # stopped mid-file, not at its end
-    assert any(e["topic"] == "track.ended" for e in written)  # open tracks were closed on the way out
 
 
 @pytest.mark.parametrize("clip", ["face_recognition_examples/video/short_hamilton_clip.mp4",

@@ -54,13 +54,9 @@ def _frame(e: dict) -> int:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, data_dir: Path, stills_gallery: Path) -> list[dict]:
+def reference(hamilton_run) -> list[dict]:
     """The Hamilton clip run to its end, in process, nothing in the way: what every other run is held to."""
-    out = tmp_path_factory.mktemp("ref") / "ref.jsonl"
-    settings = load_settings(None, sources=[str(data_dir / HAMILTON)], embedder={"runtime": "torch"},
-                             sinks={"jsonl": str(out), "zmq": None})
-    assert Daemon(settings, stills_gallery).run(install_signals=False) == 0
-    return _events(out)
+    return hamilton_run[0]
 
 
 # ---- 1. clean stop ---------------------------------------------------------------------------------------
@@ -94,7 +90,7 @@ def test_a_second_sigint_exits_at_once_with_130(tmp_path, data_dir) -> None:
     try:
         assert wait_for(lambda: _has(jsonl, '"opened"'), 180)
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.05)
+        time.sleep(0.005)  # long enough for the first handler to run, far shorter than any drain
         proc.send_signal(signal.SIGINT)
         t0 = time.monotonic()
         proc.communicate(timeout=30)
@@ -113,7 +109,7 @@ def test_bad_sources_each_get_one_error_and_the_good_one_carries_on(tmp_path, da
     (text := tmp_path / "notes.mp4").write_text("not a video\n" * 50)
     jsonl = tmp_path / "mixed.jsonl"
     dead_url = f"rtsp://127.0.0.1:{free_port()}/nothing"
-    good = data_dir / HAMILTON
+    good = data_dir / "videos/known_identity/obama_speech.mp4"
     proc = _start(tmp_path, "--source", str(tmp_path / "missing.mp4"), "--source", str(text), "--source", dead_url,
                   "--source", str(good), "--events-jsonl", str(jsonl), "--zmq", "")
     try:
@@ -131,7 +127,7 @@ def test_bad_sources_each_get_one_error_and_the_good_one_carries_on(tmp_path, da
     assert [s for s, _ in statuses["notes"]] == ["error"] and "not a video" in statuses["notes"][0][1]
     dead = next(v for k, v in statuses.items() if k.endswith("/nothing"))
     assert dead[0][0] == "error" and "cannot open" in dead[0][1] and ("reconnecting" in [s for s, _ in dead])
-    assert [s for s, _ in statuses["short_hamilton_clip"]][:2] == ["opened", "eof"]
+    assert [s for s, _ in statuses["obama_speech"]][:2] == ["opened", "eof"]
     assert "Traceback" not in err
 
 
@@ -201,17 +197,33 @@ def test_config_is_accepted_before_or_after_the_subcommand(tmp_path) -> None:
 
 def test_sigterm_mid_run_logs_every_event_of_every_processed_frame(tmp_path, data_dir, stills_gallery,
                                                                   reference) -> None:
+    from daemon.sinks import subscribe
+
     jsonl = tmp_path / "term.jsonl"
-    proc = _start(tmp_path, "--source", str(data_dir / HAMILTON), "--gallery", str(stills_gallery),
-                  "--events-jsonl", str(jsonl), "--zmq", "")
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    got: list[dict] = []
+    sub = subscribe(addr, (), timeout_s=20.0)
+    reader = threading.Thread(target=lambda: got.extend(body for _, body in sub), daemon=True)
+    reader.start()
+    proc = subprocess.Popen([*CLI, "run", "--source", str(data_dir / HAMILTON), "--gallery", str(stills_gallery),
+                             "--events-jsonl", str(jsonl), "--zmq", addr], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**_env(tmp_path), "FACESTREAM_SINKS__ZMQ_WAIT_SUBSCRIBER_S": "30"})
     try:
         assert wait_for(lambda: _has(jsonl, '"face.recognized"'), 240), "no recognition before the stop"
         proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
         _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
     finally:
         proc.kill()
     assert proc.returncode == 0, err[-2000:]
+    assert took < 5.0, f"stopping took {took:.2f} s"
+    assert _events(jsonl)[-1]["topic"] == "stats"
     events = _events(jsonl)
+    reader.join(30)
+    sub.close()
+    assert got and {e["event_id"] for e in got} <= {e["event_id"] for e in events}, "published but not logged"
     done = events[-1]["frames_done"]["short_hamilton_clip"]
     assert 0 < done < 275, f"stopped after {done} frames: not mid-run"
     logged = {_key(e) for e in events}
@@ -339,7 +351,7 @@ def test_soak_four_looped_live_sources_keeps_memory_and_queues_flat(data_dir, st
     from daemon.soak import run_soak
 
     settings = load_settings(None, embedder={"runtime": "torch"}, sinks={"zmq": None})
-    r = run_soak(settings, stills_gallery, data_dir / HAMILTON, streams=4, seconds=45, warmup_s=20)
+    r = run_soak(settings, stills_gallery, data_dir / HAMILTON, streams=4, seconds=25, warmup_s=10)
     print("soak:", json.dumps(r))
     assert r["exit_code"] == 0
     assert r["frames_dropped"] > 0, "4 x 30 frames/s on this machine must drop stale frames"
