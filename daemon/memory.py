@@ -5,7 +5,10 @@ every 0.7-6 MB frame buffer is carved from per-thread heap arenas instead of bei
 allocated in one thread and freed in another, the arenas fragment and RSS climbs without bound.
 Measured with ``facestream bench soak`` (4 looped 640x360 live sources, 50 s): RSS +61 % after warm-up
 with glibc's defaults, +12 % with MALLOC_ARENA_MAX=2, +2 % with the threshold pinned at 128 KiB.
-Setting the threshold explicitly turns the dynamic adjustment off.
+Setting the threshold explicitly turns the dynamic adjustment off. It costs throughput: every large
+torch buffer is then a fresh mmap (page faults), so the Hamilton clip as a file ran at 9.3-10.4 frames/s
+pinned vs 13.7-15.2 unpinned (1 MiB: 10.9; 4 MiB: 12.2 but +8.8 % RSS). The daemon therefore pins it
+only when it has live sources (it runs for days); file-only runs end and keep glibc's default.
 """
 
 from __future__ import annotations

@@ -58,7 +58,6 @@ class Daemon:
                  source_options: dict[str, Any] | None = None) -> None:
         if not settings.sources:
             raise ValueError("no sources: pass --source URI or set sources in the config")
-        pin_mmap_threshold()  # before any frame is allocated: see daemon/memory.py
         self.settings = settings
         p = settings.pipeline
         self.specs = [_spec(uri) for uri in settings.sources]
@@ -66,6 +65,10 @@ class Daemon:
         if len(set(ids)) != len(ids):
             self.specs = [_spec(uri, f"{s.id}-{i}") for i, (uri, s) in enumerate(zip(settings.sources, self.specs,
                                                                                     strict=True))]
+        if (source_options or {}).get("live", any(s.live for s in self.specs)):
+            # A daemon with live sources runs for days: keep its heap from fragmenting (daemon/memory.py).
+            # File-only runs end, and keep glibc's faster dynamic threshold.
+            pin_mmap_threshold()
         self.gallery_path = gallery_path
         matcher, threshold, margin, version, model_id = self._load_gallery()
         e = settings.embedder
