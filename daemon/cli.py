@@ -78,14 +78,19 @@ def cmd_bench_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gallery_file(args: argparse.Namespace, settings: Settings) -> Path | None:
+    """--gallery, else gallery.path from the settings; a path that is not a file is a one-line error."""
+    gallery = args.gallery or settings.gallery.path
+    if gallery and not Path(gallery).expanduser().is_file():
+        raise CliError(f"gallery file {gallery} does not exist")
+    return Path(gallery) if gallery else None
+
+
 def cmd_bench_soak(args: argparse.Namespace) -> int:
     from daemon.soak import run_soak
 
     settings = _settings(args)
-    gallery = args.gallery or settings.gallery.path
-    if gallery and not Path(gallery).expanduser().is_file():
-        raise CliError(f"gallery file {gallery} does not exist")
-    result = run_soak(settings, Path(gallery) if gallery else None, Path(args.source), args.streams, args.seconds,
+    result = run_soak(settings, _gallery_file(args, settings), Path(args.source), args.streams, args.seconds,
                       args.warmup)
     print_result(result, args.json)
     return 0
@@ -95,10 +100,7 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from daemon.bench_pipeline import run_bench
 
     settings = _settings(args)
-    gallery = args.gallery or settings.gallery.path
-    if gallery and not Path(gallery).expanduser().is_file():
-        raise CliError(f"gallery file {gallery} does not exist")
-    result = run_bench(settings, Path(gallery) if gallery else None, Path(args.source), args.baseline,
+    result = run_bench(settings, _gallery_file(args, settings), Path(args.source), args.baseline,
                        args.baseline_frames)
     print_result(result, args.json)
     return 0

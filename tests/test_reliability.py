@@ -44,6 +44,18 @@ def _has(path: Path, text: str) -> bool:
     return path.exists() and text in path.read_text()
 
 
+def _stop_when(proc: subprocess.Popen[str], jsonl: Path, text: str, sig: int = signal.SIGTERM) -> tuple[float, str]:
+    """Once ``text`` is in the event log, send ``sig``; (seconds the daemon took to exit, its stderr)."""
+    try:
+        assert wait_for(lambda: _has(jsonl, text), 240), f"{text} never appeared in the event log"
+        proc.send_signal(sig)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+        return time.monotonic() - t0, err
+    finally:
+        proc.kill()
+
+
 def _key(e: dict) -> tuple:
     return (e["topic"], e.get("source"), e.get("track_id"), e.get("frame", e.get("last_frame")), e.get("identity"))
 
@@ -65,14 +77,7 @@ def test_sigterm_with_a_live_rtsp_source_exits_0_within_5_s_with_final_stats(tmp
     jsonl = tmp_path / "live.jsonl"
     with RtspServer(free_port(), {"/cam": data_dir / HAMILTON}) as server:
         proc = _start(tmp_path, "--source", server.url("/cam"), "--events-jsonl", str(jsonl), "--zmq", "")
-        try:
-            assert wait_for(lambda: _has(jsonl, '"track.ended"'), 180), "no face tracked from the RTSP stream"
-            proc.send_signal(signal.SIGTERM)
-            t0 = time.monotonic()
-            _, err = proc.communicate(timeout=30)
-            took = time.monotonic() - t0
-        finally:
-            proc.kill()
+        took, err = _stop_when(proc, jsonl, '"track.ended"')
     assert proc.returncode == 0, err[-2000:]
     assert took < 5.0, f"stopping took {took:.2f} s"
     events = _events(jsonl)
@@ -209,14 +214,7 @@ def test_sigterm_mid_run_logs_every_event_of_every_processed_frame(tmp_path, dat
                              "--events-jsonl", str(jsonl), "--zmq", addr], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             env={**_env(tmp_path), "FACESTREAM_SINKS__ZMQ_WAIT_SUBSCRIBER_S": "30"})
-    try:
-        assert wait_for(lambda: _has(jsonl, '"face.recognized"'), 240), "no recognition before the stop"
-        proc.send_signal(signal.SIGTERM)
-        t0 = time.monotonic()
-        _, err = proc.communicate(timeout=30)
-        took = time.monotonic() - t0
-    finally:
-        proc.kill()
+    took, err = _stop_when(proc, jsonl, '"face.recognized"')
     assert proc.returncode == 0, err[-2000:]
     assert took < 5.0, f"stopping took {took:.2f} s"
     assert _events(jsonl)[-1]["topic"] == "stats"
