@@ -31,6 +31,13 @@ class ConfigError(ValueError):
 _D = DetectorSettings()
 
 
+def _existing_file(path: Path | None, message: str) -> Path | None:
+    """``path`` unchanged when it is None or an existing file; else a ValueError of ``message`` with the path."""
+    if path is not None and not path.expanduser().is_file():
+        raise ValueError(message.format(path))
+    return path
+
+
 class DetectorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -90,9 +97,7 @@ class EmbedderConfig(BaseModel):
     @classmethod
     def _weights_exist(cls, v: Path | None) -> Path | None:
         # A configured file that is missing is a typo, not a request to download: fail at start.
-        if v is not None and not v.expanduser().is_file():
-            raise ValueError(f"weights file {v} does not exist")
-        return v
+        return _existing_file(v, "weights file {} does not exist")
 
 
 class GalleryConfig(BaseModel):
@@ -160,7 +165,8 @@ class PipelineConfig(BaseModel):
 
     @model_validator(mode="after")
     def _decidable(self) -> PipelineConfig:
-        """Counts that make a track undecidable while it is in view are typos, not choices."""
+        """Cross-field checks: counts that make a track undecidable in view, and a reconnect wait above its cap,
+        are typos, not choices."""
         if self.min_faces > self.max_embeds_per_track:
             raise ValueError(f"pipeline.min_faces ({self.min_faces}) must not exceed pipeline.max_embeds_per_track "
                              f"({self.max_embeds_per_track}): a track would never gather enough faces to be named")
@@ -168,6 +174,9 @@ class PipelineConfig(BaseModel):
             raise ValueError(f"pipeline.unknown_after ({self.unknown_after}) must not exceed "
                              f"pipeline.max_embeds_per_track ({self.max_embeds_per_track}): a stranger would never "
                              "be reported while in view")
+        if self.reconnect_initial_s > self.reconnect_max_s:
+            raise ValueError(f"pipeline.reconnect_initial_s ({self.reconnect_initial_s}) must not exceed "
+                             f"pipeline.reconnect_max_s ({self.reconnect_max_s})")
         if self.unknown_after < self.min_faces:
             raise ValueError(f"pipeline.unknown_after ({self.unknown_after}) must not be below pipeline.min_faces "
                              f"({self.min_faces}): a track would be reported unknown on less evidence than it needs "
@@ -204,9 +213,7 @@ class SinksConfig(BaseModel):
     @field_validator("zmq_secret_key")
     @classmethod
     def _key_exists(cls, v: Path | None) -> Path | None:
-        if v is not None and not v.expanduser().is_file():
-            raise ValueError(f"key file {v} does not exist (create one with 'facestream keys generate --out DIR')")
-        return v
+        return _existing_file(v, "key file {} does not exist (create one with 'facestream keys generate --out DIR')")
 
     @model_validator(mode="after")
     def _private_unless_keyed(self) -> SinksConfig:

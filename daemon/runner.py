@@ -91,9 +91,6 @@ class Daemon:
         self.q_track: queue.Queue[Any] = queue.Queue(qs * 2)
         self.q_emb: queue.Queue[Any] = queue.Queue(qs * 2)
         self.q_match: queue.Queue[Any] = queue.Queue(qs * 4)
-        if p.reconnect_initial_s > p.reconnect_max_s:
-            raise ValueError(f"pipeline.reconnect_initial_s ({p.reconnect_initial_s}) must not exceed "
-                             f"pipeline.reconnect_max_s ({p.reconnect_max_s})")
         self.sources = [VideoSource(s, self.q_frames, retry_initial_s=p.reconnect_initial_s,
                                     retry_max_s=p.reconnect_max_s,
                                     io_timeout_s=p.stall_timeout_by_source.get(s.id, p.stall_timeout_s),

