@@ -96,6 +96,19 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_live(args: argparse.Namespace) -> int:
+    from daemon.bench_live import run_live
+
+    settings = _settings(args)
+    try:
+        result = run_live(settings, _gallery_file(args, settings), Path(args.source), args.streams, args.fps,
+                          args.seconds, args.size, args.warmup)
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+    print_result(result, args.json)
+    return 0
+
+
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from daemon.bench_pipeline import run_bench
 
@@ -198,6 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--baseline-frames", type=int, help="time the baseline on the first N frames only")
     bp.add_argument("--json", action="store_true")
     bp.set_defaults(func=cmd_bench_pipeline)
+    bl = bench.add_parser("live", help="N real-time RTSP streams of a file (GStreamer's RTSP server on 127.0.0.1) "
+                          "through the daemon: frames/s, stale drops, capture-to-event latency, queue growth")
+    bl.add_argument("--source", required=True, help="video file to serve")
+    bl.add_argument("--streams", type=int, default=1)
+    bl.add_argument("--fps", type=float, help="serve at this frame rate (default: the file's own)")
+    bl.add_argument("--size", help="serve scaled to WxH, e.g. 1280x720 (default: the file's own)")
+    bl.add_argument("--seconds", type=float, default=30.0, help="measured seconds (after the warm-up)")
+    bl.add_argument("--warmup", type=float, default=5.0, help="seconds after every stream's first frame "
+                    "before measuring")
+    bl.add_argument("--gallery", help="gallery file to match against")
+    bl.add_argument("--json", action="store_true")
+    bl.set_defaults(func=cmd_bench_live)
     bs = bench.add_parser("soak", help="looped copies of a file as live cameras at real-time rate: RSS growth, "
                           "queue depths, drops, latency")
     bs.add_argument("--source", required=True, help="video file, read N times over as live cameras")

@@ -51,6 +51,19 @@ class DetectorConfig(BaseModel):
     scale: float = Field(_D.scale, gt=0.0, le=1.0, description="Detect on a copy downscaled by this factor.")
     max_side: int = Field(1600, ge=0, description="Stills: downscale for detection so the longest side is at "
                           "most this many pixels (0 = never); alignment still uses full resolution.")
+    runtime: Literal["onnx", "torch"] = Field("onnx", description="Runtime of MTCNN's networks on the CPU (ONNX "
+                                              "Runtime is ~2x faster; a CUDA device always runs torch).")
+    stream_min_face_size: int = Field(40, ge=12, description="Streams: smallest face side, in pixels of the frame, "
+                                      "the full-frame scan looks for (faces below pipeline.min_embed_px are never "
+                                      "named, so smaller ones only cost time).")
+    stream_max_side: int = Field(960, ge=0, description="Streams: the full-frame scan runs on a copy downscaled so "
+                                 "its longest side is at most this many pixels (0 = full resolution); refreshes "
+                                 "of known faces always use full resolution.")
+    scan_interval_s: float = Field(0.5, ge=0, description="Streams: seconds between full-frame scans of a source "
+                                   "(0 = every frame); a new face is found at most this late.")
+    refresh_interval_s: float = Field(0.0, ge=0, description="Streams: seconds between refreshes of known faces "
+                                      "from crops around them (0 = every frame).")
+    batch: int = Field(4, ge=1, description="Live frames of different sources detected in one call.")
 
     @field_validator("thresholds")
     @classmethod
@@ -117,14 +130,12 @@ class GalleryConfig(BaseModel):
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    detect_every: int = Field(2, ge=1, description="Run the detector on every N-th frame of a source.")
-    detect_scale: float = Field(1.0, gt=0, le=1, description="Streams: detect on frames downscaled by this.")
-    min_face_size: int = Field(20, ge=8, description="Streams: smallest face side (px) the detector looks for.")
-    detect_batch: int = Field(4, ge=1, description="Detection frames per batch (file sources).")
     queue_size: int = Field(8, ge=1, description="Bounded queue length between stages.")
     iou_threshold: float = Field(0.3, gt=0, lt=1, description="Minimum IoU to continue a track.")
-    max_track_age: int = Field(15, ge=1, description="Frames a track survives unseen before it ends.")
-    refresh_every: int = Field(3, ge=1, description="Re-embed a track every N detections (when the face is good).")
+    max_track_age_s: float = Field(1.0, gt=0, description="Seconds a track survives unseen before it ends (longer "
+                                   "than detector.scan_interval_s, so a face missed by one scan keeps its track).")
+    embed_interval_s: float = Field(0.2, ge=0, description="Seconds between embeddings of one track (when the face "
+                                    "is as good as most of what was seen).")
     scene_cut_threshold: float = Field(20.0, ge=0, description="Mean grey-level change (0-255) of a 32x18 "
                                        "thumbnail that counts as a shot cut and ends all tracks (0 = off).")
     confirm_hits: int = Field(3, ge=1, description="Detections a new track needs before it is embedded or "
@@ -239,6 +250,15 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
     log_format: Literal["auto", "console", "json"] = Field(
         "auto", description="'auto': readable on a terminal, JSON lines otherwise.")
+
+    @model_validator(mode="after")
+    def _tracks_outlive_a_scan(self) -> Settings:
+        """A track that ends before the next scan could find its face again would split one person in two."""
+        if self.pipeline.max_track_age_s <= self.detector.scan_interval_s:
+            raise ValueError(f"pipeline.max_track_age_s ({self.pipeline.max_track_age_s}) must exceed "
+                             f"detector.scan_interval_s ({self.detector.scan_interval_s}): a face missed by one "
+                             "scan would lose its track")
+        return self
 
 
 def _first_error(exc: ValidationError, prefix: str = "") -> str:

@@ -25,7 +25,7 @@ from daemon.outputs import Annotator, Timeline
 from daemon.sinks import JsonlSink, StdoutSink, ZmqPublisher
 from models.detector import DetectorSettings, MTCNNDetector
 from models.embedder import load_embedder
-from pipeline.detect import DetectStage
+from pipeline.detect import DetectSchedule, DetectStage
 from pipeline.embed import EmbedStage
 from pipeline.events import EventsStage
 from pipeline.gallery import Gallery
@@ -83,8 +83,10 @@ class Daemon:
             raise ValueError(f"gallery {gallery_path} was built with {model_id}; this facestream embeds with "
                              f"{self.embedder.model_id}: rebuild it with 'facestream gallery build'")
         d = settings.detector
-        self.detector = MTCNNDetector(DetectorSettings(p.min_face_size, tuple(d.thresholds), d.min_prob, d.factor,
-                                                       p.detect_scale, 0))
+        self.detector = MTCNNDetector(DetectorSettings(d.stream_min_face_size, tuple(d.thresholds), d.min_prob,
+                                                       d.factor, 1.0, d.stream_max_side, min_face_in_frame=True),
+                                      runtime=d.runtime, threads=max(1, p.threads_per_stage),
+                                      export_dir=settings.cache_dir / "exports")
         qs = p.queue_size
         self.q_frames: queue.Queue[Any] = queue.Queue(max(qs, 2) * len(self.specs))
         self.q_det: queue.Queue[Any] = queue.Queue(qs * 2)
@@ -111,11 +113,15 @@ class Daemon:
             self.annotator = Annotator(Path(s.annotate_dir), {})
             observers.append(self.annotator)
         self._stop = threading.Event()
-        self.detect = DetectStage(self.q_frames, self.q_det, self.detector, p.detect_every, p.detect_batch,
-                                  stopping=self._stop)
-        self.track = TrackStage(self.q_det, self.q_track, iou_threshold=p.iou_threshold, max_age=p.max_track_age,
-                                refresh_every=p.refresh_every, min_embed_px=p.min_embed_px,
-                                scene_cut_threshold=p.scene_cut_threshold, confirm_hits=p.confirm_hits,
+        # Set only when a stop was asked for (signal, request_stop): the detect stage then lets undetected
+        # frames go. A file that simply ended is processed to its last frame.
+        self._interrupted = threading.Event()
+        self.detect = DetectStage(self.q_frames, self.q_det, self.detector,
+                                  DetectSchedule(d.scan_interval_s, d.refresh_interval_s, p.scene_cut_threshold),
+                                  d.batch, stopping=self._interrupted)
+        self.track = TrackStage(self.q_det, self.q_track, iou_threshold=p.iou_threshold, max_age_s=p.max_track_age_s,
+                                embed_interval_s=p.embed_interval_s, min_embed_px=p.min_embed_px,
+                                confirm_hits=p.confirm_hits,
                                 confirm_prob=p.confirm_prob, max_embeds=p.max_embeds_per_track)
         self.embed = EmbedStage(self.q_track, self.q_emb, self.embedder)
         self.match = MatchStage(self.q_emb, self.q_match, matcher, threshold, margin,
@@ -171,6 +177,7 @@ class Daemon:
             "frames_read": sum(s.frames_read for s in self.sources),
             "frames_dropped": sum(s.frames_dropped for s in self.sources),
             "frames_detected": self.detect.frames_detected,
+            "frames_refreshed": self.detect.frames_refreshed,
             "faces_embedded": self.embed.faces_embedded,
             "frames_skipped_on_stop": self.detect.frames_skipped_on_stop,
             "stage_errors": {st.name: st.errors for st in self.stages if st.errors},
@@ -223,7 +230,9 @@ class Daemon:
         not yet detected are let go), close the sinks; 0 unless a stage did not finish or every source
         failed."""
         interrupted = self._stop.is_set()
-        self._stop.set()  # from here on the detect stage lets undetected frames go
+        self._stop.set()
+        if interrupted:
+            self._interrupted.set()  # from here on the detect stage lets undetected frames go
         deadline = time.monotonic() + (self.settings.pipeline.stop_timeout_s if interrupted else 600.0)
         running = [src for src in self.sources if src.is_alive()]
         for src in self.sources:

@@ -39,6 +39,9 @@ class DetectorSettings:
     factor: float = 0.709
     scale: float = 1.0
     max_side: int = 0  # when > 0, frames are downscaled so the longest side is at most this
+    # True: min_face_size is in pixels of the full frame (streams), so downscaling keeps finding the same
+    # faces; False: in pixels of the downscaled copy (stills, where faces scale with the photo).
+    min_face_in_frame: bool = False
 
     def __post_init__(self) -> None:
         if self.min_face_size < 8:
@@ -54,5 +57,5 @@ class DetectorSettings:
     def ident(self) -> str:
         """A string that changes whenever detection output could change (for caches)."""
         t = ",".join(f"{x:g}" for x in self.thresholds)
-        return (f"mtcnn-fp253:min{self.min_face_size}:t{t}:p{self.min_prob:g}:f{self.factor:g}"
-                f":s{self.scale:g}:m{self.max_side}")
+        return (f"mtcnn-cv2:min{self.min_face_size}:t{t}:p{self.min_prob:g}:f{self.factor:g}"
+                f":s{self.scale:g}:m{self.max_side}" + (":inframe" if self.min_face_in_frame else ""))

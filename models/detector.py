@@ -1,17 +1,18 @@
-"""MTCNN face detector on facenet-pytorch's shipped P/R/O-net weights (run by models.mtcnn), batched.
+"""MTCNN face detector on facenet-pytorch's shipped P/R/O-net weights (models.mtcnn_cascade), batched.
 
 Frames of equal size go through the network as one batch; a detection scale below 1 runs the
 detector on a downscaled copy (the cost is roughly proportional to pixels) and maps the boxes
-and landmarks back to full resolution.
+and landmarks back to full resolution. :meth:`MTCNNDetector.refine` refreshes known faces from
+crops at full resolution, which is what lets streams scan the whole frame only a few times a second.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from models.detection import Detection, DetectorSettings
 
@@ -19,12 +20,15 @@ from models.detection import Detection, DetectorSettings
 class MTCNNDetector:
     """Batched MTCNN returning per frame a list of :class:`Detection`."""
 
-    def __init__(self, settings: DetectorSettings | None = None, device: str = "cpu") -> None:
+    def __init__(self, settings: DetectorSettings | None = None, device: str = "cpu", runtime: str = "onnx",
+                 threads: int = 1, export_dir: Path | None = None) -> None:
         from models.mtcnn import load_nets
 
         self.settings = settings or DetectorSettings()
-        self.device = torch.device(device)
-        self.nets = load_nets(self.device)  # pnet/rnet/onet weights from facenet-pytorch's data folder
+        self.device = device
+        # pnet/rnet/onet weights from facenet-pytorch's data folder
+        self.nets = load_nets(runtime, device, threads, export_dir)
+        self.runtime = self.nets.runtime
 
     def _frame_scale(self, shape: tuple[int, ...]) -> float:
         scale = self.settings.scale
@@ -34,7 +38,7 @@ class MTCNNDetector:
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
         """Detect faces in RGB uint8 frames (H, W, 3); returns one list per frame."""
-        from models.mtcnn import detect_faces
+        from models.mtcnn_cascade import detect_faces
 
         s = self.settings
         results: list[list[Detection]] = [[] for _ in frames]
@@ -50,17 +54,26 @@ class MTCNNDetector:
                 frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
             small.append(frame)
             groups.setdefault((frame.shape, scale), []).append(i)
-        for (shape, _), idx in groups.items():
+        for (shape, scale), idx in groups.items():
             if min(shape[0], shape[1]) < 12:
                 continue
-            batch = torch.from_numpy(np.stack([small[i] for i in idx])).to(self.device)
-            with torch.inference_mode():
-                boxes, points = detect_faces(batch, self.nets, s.min_face_size, s.thresholds, s.factor)
+            batch = np.stack([small[i] for i in idx])
+            min_size = max(12.0, s.min_face_size * scale) if s.min_face_in_frame else s.min_face_size
+            boxes, points = detect_faces(batch, self.nets, min_size, s.thresholds, s.factor)
             for j, i in enumerate(idx):
                 sy = frames[i].shape[0] / small[i].shape[0]
                 sx = frames[i].shape[1] / small[i].shape[1]
                 results[i] = self._to_detections(np.asarray(boxes[j]), np.asarray(points[j]), sx, sy)
         return results
+
+    def refine(self, frames: Sequence[np.ndarray], faces: Sequence[Sequence[Detection]]) -> list[list[Detection]]:
+        """Where the faces ``faces[k]`` (found on an earlier frame) are on ``frames[k]`` now, from crops at full
+        resolution; faces that fell below ``min_prob`` (left, turned away, occluded) are dropped."""
+        from models.mtcnn_cascade import refine
+
+        boxes = [np.asarray([d.box for d in fs], dtype=np.float64).reshape(-1, 4) for fs in faces]
+        got_b, got_p = refine(list(frames), boxes, self.nets)
+        return [self._to_detections(b, p, 1.0, 1.0) for b, p in zip(got_b, got_p, strict=True)]
 
     def _to_detections(self, boxes: np.ndarray, points: np.ndarray, sx: float,
                        sy: float) -> list[Detection]:

@@ -16,7 +16,7 @@ def _example(input_size: int, batch: int = 2) -> torch.Tensor:
     return torch.rand(batch, 3, input_size, input_size, generator=g) * 255.0
 
 
-def _atomic_target(path: Path) -> Path:
+def atomic_target(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -25,7 +25,7 @@ def _atomic_target(path: Path) -> Path:
 
 def export_onnx(module: nn.Module, input_size: int, path: Path) -> Path:
     """Write an ONNX file (opset 17, batch axis dynamic); written to a temp file then renamed."""
-    tmp = _atomic_target(path)
+    tmp = atomic_target(path)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -46,7 +46,7 @@ def export_torchscript(module: nn.Module, input_size: int, path: Path | None) ->
         warnings.simplefilter("ignore", FutureWarning)
         traced = torch.jit.freeze(torch.jit.trace(module.eval().cpu(), _example(input_size), check_trace=False))
     if path is not None:
-        tmp = _atomic_target(path)
+        tmp = atomic_target(path)
         try:
             traced.save(str(tmp))
             os.replace(tmp, path)

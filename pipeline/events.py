@@ -68,6 +68,8 @@ class EventsStage(Stage):
         self.observers = observers or []
         self.events_sent = 0
         self.latency_ms: deque[float] = deque(maxlen=2000)
+        self.latency_by_source: dict[str, deque[float]] = {}  # capture -> all events out, per source
+        self.frames_processed: Counter[str] = Counter()  # per source, counted (a live index skips drops)
         self._last_recognized: dict[tuple[str, str], float] = {}
         self._claims: dict[str, dict[int, str | None]] = {}
         self._last_stats = time.monotonic()
@@ -173,7 +175,10 @@ class EventsStage(Stage):
                 "first_time": _r(e.ended.first_time, 3), "last_time": _r(e.ended.last_time, 3),
                 "frames_seen": e.ended.frames_seen, "model": self.model_id,
             })
-        self.latency_ms.append(1000.0 * (time.time() - frame.capture_time))
+        ms = 1000.0 * (time.time() - frame.capture_time)
+        self.latency_ms.append(ms)
+        self.latency_by_source.setdefault(src, deque(maxlen=20000)).append(ms)
+        self.frames_processed[src] += 1
         self.frames_done[src] = max(self.frames_done.get(src, 0), frame.index + 1)
 
     def latency(self) -> dict[str, float | None]:

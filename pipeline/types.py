@@ -56,6 +56,7 @@ class DetectedFrame:
 
     frame: Frame
     detections: tuple[Detection, ...] | None
+    scene_cut: bool = False  # a shot change since the previous frame of this source
 
 
 @dataclass(frozen=True)

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import socket
 import threading
 from pathlib import Path
 
 import pytest
+from daemon_helpers import free_port, run_daemon
 
-from daemon.config import load_settings
-from daemon.runner import Daemon
 from daemon.sinks import subscribe
 
 REPO = Path(__file__).resolve().parent.parent
 WALL_CLOCK = {"event_id", "time", "epoch"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_daemon(tmp_path: Path, video: Path, gallery: Path, name: str, zmq: str | None = None) -> list[dict]:
-    out = tmp_path / f"{name}.jsonl"
-    settings = load_settings(None, sources=[str(video)], embedder={"runtime": "torch"},
-                             sinks={"jsonl": str(out), "zmq": zmq, "timeline_csv": str(tmp_path / f"{name}.csv"),
-                                    "zmq_wait_subscriber_s": 10.0 if zmq else 0.0})
-    assert Daemon(settings, gallery).run(install_signals=False) == 0
-    return [json.loads(line) for line in out.read_text().splitlines()]
 
 
 def stable(events: list[dict]) -> list[dict]:

@@ -152,9 +152,10 @@ def test_only_bad_sources_exit_non_zero(tmp_path) -> None:
 
 @pytest.mark.parametrize(("toml", "names"), [
     ("[pipeline]\ndetect_evry = 2\n", "pipeline.detect_evry"),
-    ("[pipeline]\ndetect_every = \"often\"\n", "pipeline.detect_every"),
+    ("[detector]\nscan_interval_s = \"often\"\n", "detector.scan_interval_s"),
     ("[pipeline]\nmin_faces = 9\nmax_embeds_per_track = 4\n", "pipeline.min_faces"),
     ("[pipeline]\nreconnect_initial_s = 60.0\n", "pipeline.reconnect_initial_s"),
+    ("[detector]\nscan_interval_s = 2.0\n", "pipeline.max_track_age_s"),
     ("[embedder]\nweights_path = \"/nonexistent/w.pt\"\n", "/nonexistent/w.pt"),
     ("[sinks]\nzmq = \"tcp://0.0.0.0:{port}\"\n", "sinks.zmq"),
 ])

@@ -28,7 +28,7 @@ def test_iou() -> None:
 
 
 def test_tracks_are_confirmed_stable_carried_and_ended() -> None:
-    tr = IoUTracker(max_age=4, refresh_every=2, confirm_hits=3, confirm_prob=0.98)
+    tr = IoUTracker(max_age_s=0.15, embed_interval_s=0.09, confirm_hits=3, confirm_prob=0.98)
     outs = [tr.update(frame(i), (face(100 + 2 * i, 100), face(300, 100, prob=0.93))) for i in range(3)]
     # Neither face counts before 3 detections; then only the real one (median prob 0.999) does.
     assert [len(o.tracks) for o in outs] == [0, 0, 1]
@@ -38,13 +38,29 @@ def test_tracks_are_confirmed_stable_carried_and_ended() -> None:
     assert [v.track_id for v in carried.tracks] == [1] and carried.tracks[0].detection is None
     again = tr.update(frame(4), (face(110, 100),))
     assert [v.track_id for v in again.tracks] == [1]  # same id after the gap
-    assert again.embed == ()  # one detection since the first embedding
-    assert tr.update(frame(5), (face(112, 100),)).embed == (1,)  # refresh after 2 detections
+    assert again.embed == ()  # 0.067 s since the first embedding: too soon
+    assert tr.update(frame(5), (face(112, 100),)).embed == (1,)  # 0.1 s: embedded again
     for i in range(6, 10):
-        assert tr.update(frame(i), ()).ended == ()
+        assert tr.update(frame(i), ()).ended == ()  # at most 0.133 s unseen
     out = tr.update(frame(10), ())
-    assert [e.track_id for e in out.ended] == [1]  # unseen for more than max_age frames
+    assert [e.track_id for e in out.ended] == [1]  # unseen for 0.167 s > max_age_s
     assert out.ended[0].first_frame == 0 and out.ended[0].last_frame == 5
+
+
+def test_live_tracks_age_in_seconds_not_frame_counts() -> None:
+    """A live source under load drops frames, so its frame index leaps: a face seen 0.1 s ago keeps its
+    track however many frames were dropped, and a face gone for longer than max_age_s ends it."""
+    def live(i: int, t: float) -> Frame:
+        return Frame("door", i, None, 1000.0 + t, np.zeros((4, 4, 3), np.uint8), True)
+
+    tr = IoUTracker(max_age_s=0.5, embed_interval_s=0.2, confirm_hits=1)
+    assert tr.update(live(0, 0.0), (face(100, 100),)).embed == (1,)
+    out = tr.update(live(400, 0.1), (face(102, 100),))  # 400 frames dropped in 0.1 s
+    assert [v.track_id for v in out.tracks] == [1] and out.ended == ()
+    assert out.embed == ()  # embedding follows the clock too
+    assert tr.update(live(900, 0.35), (face(104, 100),)).embed == (1,)
+    assert tr.update(live(901, 0.8), ()).ended == ()
+    assert [e.track_id for e in tr.update(live(902, 0.9), ()).ended] == [1]
 
 
 def _unit(v: list[float]) -> np.ndarray:

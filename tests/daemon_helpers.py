@@ -1,0 +1,26 @@
+"""Running the daemon in process on a real clip, for the event tests."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+from daemon.config import load_settings
+from daemon.runner import Daemon
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_daemon(tmp_path: Path, video: Path, gallery: Path, name: str, zmq: str | None = None) -> list[dict]:
+    """The daemon at its default settings on ``video`` to the end; the events of its JSONL."""
+    out = tmp_path / f"{name}.jsonl"
+    settings = load_settings(None, sources=[str(video)], embedder={"runtime": "torch"},
+                             sinks={"jsonl": str(out), "zmq": zmq, "timeline_csv": str(tmp_path / f"{name}.csv"),
+                                    "zmq_wait_subscriber_s": 10.0 if zmq else 0.0})
+    assert Daemon(settings, gallery).run(install_signals=False) == 0
+    return [json.loads(line) for line in out.read_text().splitlines()]
