@@ -25,6 +25,7 @@ import numpy as np
 
 from daemon.config import Settings, with_overrides
 from daemon.runner import Daemon
+from daemon.soak import rss_halves, rss_mb
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -142,10 +143,13 @@ def _measure(settings: Settings, gallery: Path | None, urls: list[str], seconds:
                  len(events.latency_by_source.get(i, ()))) for i in ids}
     t_start = time.monotonic()
     samples: list[dict[str, int]] = []
+    rss: list[float] = []
     while time.monotonic() - t_start < seconds and runner.is_alive():
         time.sleep(sample_s)
         samples.append(daemon.stats()["queues"])
+        rss.append(rss_mb())
     elapsed = time.monotonic() - t_start
+    busy = daemon.stats()["busy"]
     end = {i: (events.frames_processed[i], sources[i].frames_read, sources[i].frames_dropped,
                list(events.latency_by_source.get(i, ()))) for i in ids}
     daemon.request_stop()
@@ -164,10 +168,11 @@ def _measure(settings: Settings, gallery: Path | None, urls: list[str], seconds:
     queue_max = {name: max(q[name] for q in samples) for name in samples[0]} if samples else {}
     return {
         "streams": len(ids), "seconds": round(elapsed, 1), "warmup_s": warmup_s, "per_source": per_source,
-        "queue_max": queue_max, "queue_depth_first_third": round(first, 2), "queue_depth_last_third": round(last, 2),
+        "stage_busy": busy, "queue_max": queue_max, "queue_depth_first_third": round(first, 2),
+        "queue_depth_last_third": round(last, 2),
         # A queue that grew: deeper on average in the last third than in the first by more than one frame
         # per stream (bounded queues cannot grow without limit; a growing one means a stage fell behind).
         "queue_grew": last - first > len(ids),
         "latency_p99_ms": _pct([x for i in ids for x in end[i][3][start[i][3]:]], 99),
-        "exit_code": rc.get("rc"),
+        **rss_halves(rss), "exit_code": rc.get("rc"),
     }

@@ -54,11 +54,9 @@ class DetectorConfig(BaseModel):
     runtime: Literal["onnx", "torch"] = Field("onnx", description="Runtime of MTCNN's networks on the CPU (ONNX "
                                               "Runtime is ~2x faster; a CUDA device always runs torch).")
     stream_min_face_size: int = Field(40, ge=12, description="Streams: smallest face side, in pixels of the frame, "
-                                      "the full-frame scan looks for (faces below pipeline.min_embed_px are never "
-                                      "named, so smaller ones only cost time).")
-    stream_max_side: int = Field(960, ge=0, description="Streams: the full-frame scan runs on a copy downscaled so "
-                                 "its longest side is at most this many pixels (0 = full resolution); refreshes "
-                                 "of known faces always use full resolution.")
+                                      "the full-frame scan looks for; its first pyramid level is a copy downscaled "
+                                      "by 12/this (0.3x at 40), so this sets the scan's cost (faces below "
+                                      "pipeline.min_embed_px are never named; smaller ones only cost time).")
     scan_interval_s: float = Field(0.5, ge=0, description="Streams: seconds between full-frame scans of a source "
                                    "(0 = every frame); a new face is found at most this late.")
     refresh_interval_s: float = Field(0.0, ge=0, description="Streams: seconds between refreshes of known faces "

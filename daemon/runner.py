@@ -83,8 +83,10 @@ class Daemon:
             raise ValueError(f"gallery {gallery_path} was built with {model_id}; this facestream embeds with "
                              f"{self.embedder.model_id}: rebuild it with 'facestream gallery build'")
         d = settings.detector
+        # The scan's pyramid starts at 12/stream_min_face_size of the frame (0.3x at 40 px): that level is the
+        # downscaled copy, so no separate downscale is needed (it would only add a resize).
         self.detector = MTCNNDetector(DetectorSettings(d.stream_min_face_size, tuple(d.thresholds), d.min_prob,
-                                                       d.factor, 1.0, d.stream_max_side, min_face_in_frame=True),
+                                                       d.factor, min_face_in_frame=True, octave_pyramid=True),
                                       runtime=d.runtime, threads=max(1, p.threads_per_stage),
                                       export_dir=settings.cache_dir / "exports")
         qs = p.queue_size

@@ -28,6 +28,16 @@ def rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def rss_halves(series: list[float]) -> dict[str, float | None]:
+    """Mean RSS of the first and the second half of a run's samples, and the change between them."""
+    if len(series) < 2:
+        return {"rss_first_half_mb": None, "rss_second_half_mb": None, "rss_half_change_pct": None}
+    half = len(series) // 2
+    first, second = sum(series[:half]) / half, sum(series[half:]) / (len(series) - half)
+    return {"rss_first_half_mb": round(first, 1), "rss_second_half_mb": round(second, 1),
+            "rss_half_change_pct": round(100.0 * (second - first) / first, 2)}
+
+
 def run_soak(settings: Settings, gallery: Path | None, source: Path, streams: int, seconds: float,
              warmup_s: float, sample_s: float = 1.0) -> dict[str, Any]:
     """Run the daemon on ``streams`` looped copies of ``source`` for ``seconds``; RSS and queue figures.
@@ -69,6 +79,7 @@ def run_soak(settings: Settings, gallery: Path | None, source: Path, streams: in
         "rss_after_warmup_mb": round(start, 1), "rss_end_mb": round(end, 1),
         "rss_max_mb": round(max(r for _, r, _ in samples), 1),
         "rss_growth_pct": round(100.0 * (end - start) / start, 2),
+        **rss_halves([r for _, r, _ in samples]),
         "rss_series_mb": [[round(t), round(r)] for t, r, _ in samples[:: max(1, len(samples) // 12)]],
         "queue_max": queue_max,
         "queue_max_second_half": {name: max(q[name] for _, _, q in late) for name in queue_max},

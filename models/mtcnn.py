@@ -3,8 +3,8 @@
 The weight files are located, never imported: importing facenet-pytorch pulls in torchvision and
 torch._dynamo (~1.4 s a process). ONNX Runtime is the default: on one thread it runs the R-/O-nets
 2-2.5x faster than eager torch and the P-net pyramid ~1.3x (measured on 1080p and 360p frames).
-Its arena grows with every new input shape (onnxruntime #11627), so R-/O-net batches are padded to
-powers of two and the P-net only ever sees the pyramid shapes of the stream's resolution.
+Its arena grows with every new input shape (onnxruntime #11627), so R-/O-net batches are padded to a
+few fixed sizes and the P-net only ever sees the pyramid shapes of the stream's resolution.
 """
 
 from __future__ import annotations
@@ -143,6 +143,8 @@ def _onnx_fn(module: nn.Module, name: str, export_dir: Path, threads: int, examp
     if threads > 0:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    # Worker threads that spin between runs steal the other stages' core (two pools on 2 cores crawl).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def run(x: np.ndarray) -> tuple[np.ndarray, ...]:

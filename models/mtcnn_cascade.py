@@ -92,14 +92,23 @@ def crops(frames: list[np.ndarray], boxes: np.ndarray, inds: np.ndarray, size: i
     return _normalise(np.stack(out)), ok
 
 
+def padded_size(n: int) -> int:
+    """Batch size a run of ``n`` crops is padded to: exact up to 8 (a refresh of one face must not pay for 8),
+    a multiple of 8 up to 64, then of 32 (up to 256). A few dozen input shapes in all, so ONNX Runtime's arena
+    stops growing after warm-up, while padding wastes at most 7 or 31 crops (powers of two wasted up to half
+    a batch: 159 R-net crops ran as 256)."""
+    if n <= 8:
+        return n
+    return -(-n // 8) * 8 if n <= 64 else -(-n // 32) * 32
+
+
 def run_padded(net, x: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Run R-/O-net in batches whose sizes are powers of two up to 256: a handful of input shapes, so
-    ONNX Runtime's arena stops growing after warm-up."""
+    """Run R-/O-net over ``x`` in chunks of at most 256, each padded to :func:`padded_size`."""
     parts = []
     for s in range(0, len(x), _MAX_BATCH):
         chunk = x[s:s + _MAX_BATCH]
         n = len(chunk)
-        size = 1 << (n - 1).bit_length()
+        size = padded_size(n)
         if size != n:
             chunk = np.concatenate([chunk, np.zeros((size - n, *chunk.shape[1:]), dtype=chunk.dtype)])
         parts.append(tuple(o[:n] for o in net(chunk)))
@@ -114,6 +123,17 @@ def pyramid(h: int, w: int, min_size: float, factor: float) -> list[float]:
         s *= factor
         side *= factor
     return scales
+
+
+def _level(octaves: list[tuple[float, np.ndarray]], scale: float, size: tuple[int, int]) -> np.ndarray:
+    """One pyramid level, resized from the smallest halving of the frame still at least ``scale`` (halvings
+    are added to ``octaves`` as needed). INTER_AREA straight from a 1080p frame costs ~6 ms a level (58 ms a
+    pyramid); from the nearest halving, 4 ms for all levels."""
+    while octaves[-1][0] * 0.5 >= scale and min(octaves[-1][1].shape[:2]) >= 24:
+        base = octaves[-1][1]
+        octaves.append((octaves[-1][0] * 0.5, cv2.resize(base, (base.shape[1] // 2, base.shape[0] // 2),
+                                                        interpolation=cv2.INTER_AREA)))
+    return cv2.resize(octaves[-1][1], size, interpolation=cv2.INTER_AREA)
 
 
 def _onet(frames: list[np.ndarray], b: np.ndarray, ii: np.ndarray, nets: MtcnnNets
@@ -131,15 +151,18 @@ def _onet(frames: list[np.ndarray], b: np.ndarray, ii: np.ndarray, nets: MtcnnNe
 
 
 def detect_faces(frames: np.ndarray, nets: MtcnnNets, min_size: float, thresholds: tuple[float, float, float],
-                 factor: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+                 factor: float, octave_pyramid: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``frames``: (N, H, W, 3) uint8 of one size. Per frame: boxes (K, 5: x1 y1 x2 y2 prob) and
-    landmarks (K, 5, 2), in the frames' pixels."""
+    landmarks (K, 5, 2), in the frames' pixels. ``octave_pyramid`` resizes each level from the nearest
+    halving of the frame (streams: 15x cheaper on 1080p; resampling differs slightly from a direct resize)."""
     n, h, w = frames.shape[:3]
     imgs = list(frames)
     boxes, inds = [], []
+    octaves = [[(1.0, f)] for f in imgs]
     for scale in pyramid(h, w, min_size, factor):
         size = (int(w * scale + 1), int(h * scale + 1))
-        data = _normalise(np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in imgs]))
+        data = _normalise(np.stack([_level(o, scale, size) if octave_pyramid else
+                                    cv2.resize(o[0][1], size, interpolation=cv2.INTER_AREA) for o in octaves]))
         reg, probs = nets.pnet(data)
         prob = probs[:, 1]
         where = np.argwhere(prob >= thresholds[0])  # (k, 3): image, row, column

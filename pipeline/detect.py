@@ -76,11 +76,14 @@ class DetectStage(Stage):
         self.stopping = stopping or threading.Event()
         self._state: dict[str, _SourceState] = {}
         self._in_hand: list[Frame] = []
+        self._live: set[str] = set()  # live sources seen, to spread their scans
+        self._last_live_scan: float | None = None
 
     def handle(self, msg: Any) -> None:
         if isinstance(msg, SourceStatus):
             if msg.status in ("eof", "error", "reconnecting", "stopped"):
                 self._state.pop(msg.source_id, None)  # a reopened stream starts with a scan
+                self._live.discard(msg.source_id)
             self.emit(msg)
             return
         if not isinstance(msg, Frame):
@@ -127,7 +130,19 @@ class DetectStage(Stage):
         t = frame_time(f)
         if cut:
             st.faces = []  # faces of the last shot are not in this one
-        if cut or st.last_scan is None or t - st.last_scan >= s.scan_interval_s - _EPS or t < st.last_scan:
+        due = cut or st.last_scan is None or t - st.last_scan >= s.scan_interval_s - _EPS or t < st.last_scan
+        if due and f.live:
+            self._live.add(f.source_id)
+            # Live cameras started together stay in step, and scanning them all on one frame stalls every one
+            # of them for a few scans' time (their newest frames go stale). Scans of live sources are spread
+            # out: at most one per scan_interval_s / sources; a postponed source is refreshed meanwhile.
+            gap = s.scan_interval_s / len(self._live)
+            last = self._last_live_scan
+            if not cut and last is not None and 0 <= t - last < gap - _EPS and st.last_scan is not None:
+                due = False
+            else:
+                self._last_live_scan = t
+        if due:
             st.last_scan = st.last_refresh = t
             return "scan", cut
         if st.faces and (st.last_refresh is None or t - st.last_refresh >= s.refresh_interval_s - _EPS):

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import structlog
 
+from pipeline.frame_pool import FramePool
 from pipeline.types import Frame, SourceStatus
 
 SourceKind = Literal["file", "camera", "rtsp", "http"]
@@ -126,6 +127,10 @@ class VideoSource:
         self.max_frames = max_frames
         self.realtime = realtime
         self.loop = loop  # a file starts over at its end (soak tests: a camera that never stops)
+        # Live daemons pin glibc's mmap threshold, so a fresh frame buffer per frame costs page faults
+        # (pipeline/frame_pool.py); file runs keep glibc's fast default and need no pool.
+        self._pool = FramePool(16) if self.live else None
+        self._bgr: np.ndarray | None = None
         self.frames_read = 0
         self.frames_dropped = 0
         self.failed = False  # a file that ended in an error before delivering any frame
@@ -268,12 +273,12 @@ class VideoSource:
                 if wait > 0 and self._stop.wait(wait):
                     return "stopped"
             started = time.monotonic()
-            ok, bgr = cap.read()
+            ok, bgr = cap.read(self._bgr)
             if (not ok or bgr is None) and self.loop and n > 0 and self.spec.kind == "file":
                 cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
                 t0, n = time.monotonic(), 0
                 started = t0
-                ok, bgr = cap.read()
+                ok, bgr = cap.read(self._bgr)
             if not ok or bgr is None:
                 return "read failed"
             if self.live and time.monotonic() - started >= 0.9 * self._io_timeout_ms / 1000:
@@ -285,7 +290,8 @@ class VideoSource:
             index = self.frames_read
             n += 1
             pts = None if self.live else self._pts(cap, index, fps)
-            frame = Frame(self.spec.id, index, pts, capture_time, _to_rgb(bgr), self.live)
+            self._bgr = bgr  # decoded into the same buffer next time (frames carry their own RGB copy)
+            frame = Frame(self.spec.id, index, pts, capture_time, _to_rgb(bgr, self._pool), self.live)
             self.frames_read += 1  # before the put: a consumer may rely on frames_read - 2 <= newest index
             if self.live:
                 self._put_latest(frame)
@@ -346,9 +352,9 @@ class VideoSource:
                                       self.frames_dropped))
 
 
-def _to_rgb(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+def _to_rgb(image: np.ndarray, pool: FramePool | None = None) -> np.ndarray:
+    code = (cv2.COLOR_GRAY2RGB if image.ndim == 2 else cv2.COLOR_BGRA2RGB if image.shape[2] == 4
+            else cv2.COLOR_BGR2RGB)
+    if pool is None:
+        return cv2.cvtColor(image, code)
+    return cv2.cvtColor(image, code, dst=pool.take((image.shape[0], image.shape[1], 3)))
