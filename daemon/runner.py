@@ -86,7 +86,7 @@ class Daemon:
         # The scan's pyramid starts at 12/stream_min_face_size of the frame (0.3x at 40 px): that level is the
         # downscaled copy, so no separate downscale is needed (it would only add a resize).
         self.detector = MTCNNDetector(DetectorSettings(d.stream_min_face_size, tuple(d.thresholds), d.min_prob,
-                                                       d.factor, min_face_in_frame=True, octave_pyramid=True),
+                                                       d.factor, min_face_in_frame=True, fast_resampling=True),
                                       runtime=d.runtime, threads=max(1, p.threads_per_stage),
                                       export_dir=settings.cache_dir / "exports")
         qs = p.queue_size

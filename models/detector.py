@@ -59,7 +59,8 @@ class MTCNNDetector:
                 continue
             batch = np.stack([small[i] for i in idx])
             min_size = max(12.0, s.min_face_size * scale) if s.min_face_in_frame else s.min_face_size
-            boxes, points = detect_faces(batch, self.nets, min_size, s.thresholds, s.factor, s.octave_pyramid)
+            boxes, points = detect_faces(batch, self.nets, min_size, s.thresholds, s.factor,
+                                         octave_pyramid=s.fast_resampling, exact=not s.fast_resampling)
             for j, i in enumerate(idx):
                 sy = frames[i].shape[0] / small[i].shape[0]
                 sx = frames[i].shape[1] / small[i].shape[1]

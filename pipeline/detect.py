@@ -32,7 +32,7 @@ class DetectSchedule:
     """When a source is scanned and refreshed, in seconds of its own time."""
 
     scan_interval_s: float = 0.5
-    refresh_interval_s: float = 0.0
+    refresh_interval_s: float = 0.06
     scene_cut_threshold: float = 20.0
 
     def __post_init__(self) -> None:

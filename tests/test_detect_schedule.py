@@ -35,7 +35,7 @@ def obama_frames(data_dir: Path) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def stream_detector() -> MTCNNDetector:
-    return MTCNNDetector(DetectorSettings(40, min_face_in_frame=True, octave_pyramid=True))
+    return MTCNNDetector(DetectorSettings(40, min_face_in_frame=True, fast_resampling=True))
 
 
 def _run(detector: MTCNNDetector, frames: list[Frame], schedule: DetectSchedule) -> tuple[DetectStage, list]:

@@ -62,32 +62,54 @@ def test_tiny_frame_gives_no_faces_not_an_error() -> None:
     assert MTCNNDetector().detect([np.zeros((5, 5, 3), dtype=np.uint8)]) == [[]]
 
 
-@pytest.mark.parametrize("runtime", ["onnx", "torch"])
-def test_our_mtcnn_cascade_matches_facenet_pytorch(rgb, runtime: str) -> None:
-    """models.mtcnn_cascade reimplements facenet-pytorch's detect_face on NumPy/OpenCV (uint8 resampling,
-    OpenCV NMS, ONNX Runtime): on real photos it must find the same faces, with boxes, probabilities and
-    landmarks that differ by resampling noise only."""
+FACENET_PHOTOS = ("images_misc/multi_face/multiface.jpg", "images_misc/multi_face/group_2.jpg",
+                  "images_misc/multi_face/group_1.jpg", "images_misc/no_faces/cats.jpg",
+                  "face_recognition_examples/stills/two_people.jpg")
+
+
+def _facenet_reference(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import torch
     from facenet_pytorch import MTCNN
     from facenet_pytorch.models.utils.detect_face import detect_face
 
+    ref = MTCNN()
+    with torch.inference_mode():
+        boxes, points = detect_face(torch.from_numpy(img[None].copy()), 15, ref.pnet, ref.rnet, ref.onet,
+                                    [0.6, 0.7, 0.8], 0.709, "cpu")
+    return np.asarray(boxes[0], dtype=np.float64).reshape(-1, 5), np.asarray(points[0], np.float64).reshape(-1, 5, 2)
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_stills_cascade_equals_facenet_pytorch(rgb, runtime: str) -> None:
+    """models.mtcnn_cascade reimplements facenet-pytorch's detect_face (NumPy, OpenCV NMS, ONNX Runtime);
+    with its exact (torch area) resampling, photos get the same boxes, probabilities and landmarks."""
+    from models.mtcnn import load_nets
+    from models.mtcnn_cascade import detect_faces
+
+    nets = load_nets(runtime)
+    for rel in FACENET_PHOTOS:
+        img = rgb(rel)
+        want, want_points = _facenet_reference(img)
+        boxes, points = detect_faces(img[None], nets, 15, (0.6, 0.7, 0.8), 0.709, exact=True)
+        assert boxes[0].shape == want.shape, rel
+        np.testing.assert_allclose(boxes[0], want, atol=2e-3)
+        np.testing.assert_allclose(points[0], want_points, atol=2e-3)
+
+
+def test_stream_resampling_finds_the_same_faces_as_facenet_pytorch(rgb) -> None:
+    """The streams' fast resampling (OpenCV INTER_AREA, octave pyramid) finds the same faces; boxes,
+    probabilities and landmarks differ by resampling noise only."""
     from models.mtcnn import load_nets
     from models.mtcnn_cascade import detect_faces
     from pipeline.track import iou
 
-    ref = MTCNN()
-    nets = load_nets(runtime)
-    for rel in ("images_misc/multi_face/multiface.jpg", "images_misc/multi_face/group_2.jpg",
-                "images_misc/multi_face/group_1.jpg", "images_misc/no_faces/cats.jpg",
-                "face_recognition_examples/stills/two_people.jpg"):
+    nets = load_nets("onnx")
+    for rel in FACENET_PHOTOS:
         img = rgb(rel)
-        with torch.inference_mode():
-            want_boxes, want_points = detect_face(torch.from_numpy(img[None].copy()), 15, ref.pnet, ref.rnet,
-                                                  ref.onet, [0.6, 0.7, 0.8], 0.709, "cpu")
-        boxes, points = detect_faces(img[None], nets, 15, (0.6, 0.7, 0.8), 0.709)
-        want = np.asarray(want_boxes[0], dtype=np.float64).reshape(-1, 5)
+        want, want_points = _facenet_reference(img)
+        boxes, points = detect_faces(img[None], nets, 15, (0.6, 0.7, 0.8), 0.709, octave_pyramid=True)
         assert len(boxes[0]) == len(want), rel
-        for w, wp in zip(want, np.asarray(want_points[0]).reshape(-1, 5, 2), strict=True):
+        for w, wp in zip(want, want_points, strict=True):
             k = int(np.argmax([iou(tuple(w[:4]), tuple(b[:4])) for b in boxes[0]]))
             big = w[2] - w[0] >= 48  # smaller faces are upscaled into the O-net, where the resamplers differ most
             assert iou(tuple(w[:4]), tuple(boxes[0][k, :4])) > (0.85 if big else 0.7), rel

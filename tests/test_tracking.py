@@ -113,6 +113,23 @@ def test_a_track_that_ends_early_is_decided_on_what_it_has() -> None:
     assert j.finish(("c", 4), None).reason == UNDECIDED_NO_EMBEDDING
 
 
+def test_scene_cuts_of_the_hamilton_clip_are_found_on_the_subsampled_thumbnail(data_dir) -> None:
+    """The thumbnail comes from every 4th pixel: the clip's three shot changes are still found, and
+    nothing else (frames 20, 82 and 211, checked against full-resolution thumbnails)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(data_dir / "face_recognition_examples" / "video" / "short_hamilton_clip.mp4"))
+    det, cuts, i = SceneCutDetector(20.0), [], 0
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        if det.update(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)):
+            cuts.append(i)
+        i += 1
+    assert i == 275 and cuts == [20, 82, 211]
+
+
 def test_scene_cut_detector() -> None:
     det = SceneCutDetector(20.0)
     dark = np.full((90, 160, 3), 30, np.uint8)
