@@ -56,15 +56,38 @@ def cmd_build(args: argparse.Namespace, settings: Settings, out: Callable[[dict,
 def cmd_add(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
     from pipeline.gallery import Gallery
 
-    gallery = Gallery.open(_gallery_path(args, settings))  # a bad file or model fails before torch is imported
-    if gallery.model_id:
-        check_gallery_model(gallery.model_id, f"gallery {gallery.path}")
+    images = list(args.images)
+    if args.name_opt and args.name:
+        images.insert(0, args.name)  # with --name, every positional argument is a photo
+    name = args.name_opt or args.name
+    if not name:
+        raise ValueError("give the person's name: gallery add NAME ... or --name NAME")
+    args.images = images
+    if bool(args.images) == bool(args.video):
+        raise ValueError("give photos (gallery add NAME PHOTO...) or one clip (--video CLIP), not both or neither")
+    path = _gallery_path(args, settings)
+    if args.video and not path.exists():
+        gallery = None  # enrolling from video may start a gallery
+    else:
+        gallery = Gallery.open(path)  # a bad file or model fails before torch is imported
+        if gallery.model_id:
+            check_gallery_model(gallery.model_id, f"gallery {gallery.path}")
     from tools.gallery_build import enrol
 
-    engine = engine_for_gallery(settings, gallery.model_id, gallery.cache(), "dominant", f"gallery {gallery.path}")
-    result = enrol(engine, gallery, args.name, [Path(p) for p in args.images], _gates(settings),
-                   settings.gallery.target_far)
-    out(result, args.json)
+    model_id = gallery.model_id if gallery else None
+    engine = engine_for_gallery(settings, model_id, gallery.cache() if gallery else None, "dominant",
+                                f"gallery {path}")
+    results, summary = None, {}
+    if args.video:
+        from tools.video_enrol import video_faces
+
+        results, summary = video_faces(engine, Path(args.video), args.max_faces, settings.gallery.min_face_px)
+        if gallery is None:
+            gallery = Gallery.create(path, engine.embedder.model_id, engine.embedder.dim)
+    assert gallery is not None
+    result = enrol(engine, gallery, name, [Path(p) for p in args.images], _gates(settings),
+                   settings.gallery.target_far, results)
+    out({**result, **summary}, args.json)
     return 0 if result["added"] else 1
 
 
@@ -188,9 +211,13 @@ def add_commands(sub: Any, model_opts: Callable[[argparse.ArgumentParser], None]
     model_opts(b)
     common(b, gallery_opt=False)
     b.set_defaults(func=run(cmd_build))
-    a = gal.add_parser("add", help="enrol photos of one person (no rebuild)")
-    a.add_argument("name")
-    a.add_argument("images", nargs="+")
+    a = gal.add_parser("add", help="enrol photos, or a clip, of one person (no rebuild)")
+    a.add_argument("name", nargs="?", help="the person's identity (or --name)")
+    a.add_argument("images", nargs="*", help="photos of the person")
+    a.add_argument("--name", dest="name_opt", help="the person's identity")
+    a.add_argument("--video", help="a clip of the person alone: their best, varied frames are enrolled "
+                   "(refused when it shows several people or none)")
+    a.add_argument("--max-faces", type=int, default=8, help="with --video: most frames enrolled")
     common(a)
     a.set_defaults(func=run(cmd_add))
     r = gal.add_parser("remove", help="erase a person, their templates and cached embeddings")

@@ -60,6 +60,7 @@ class DetectorSettings:
     def ident(self) -> str:
         """A string that changes whenever detection output could change (for caches)."""
         t = ",".join(f"{x:g}" for x in self.thresholds)
-        return (f"mtcnn-cv2:min{self.min_face_size}:t{t}:p{self.min_prob:g}:f{self.factor:g}"
-                f":s{self.scale:g}:m{self.max_side}" + (":inframe" if self.min_face_in_frame else "")
-                + (":fast" if self.fast_resampling else ""))
+        # Exact resampling gives facenet-pytorch 2.5.3's detections (the cache entries made with it stay valid).
+        kind = "mtcnn-cv2" if self.fast_resampling else "mtcnn-fp253"
+        return (f"{kind}:min{self.min_face_size}:t{t}:p{self.min_prob:g}:f{self.factor:g}"
+                f":s{self.scale:g}:m{self.max_side}" + (":inframe" if self.min_face_in_frame else ""))

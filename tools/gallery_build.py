@@ -196,14 +196,14 @@ def build(engine: StillEmbedder, gallery: Gallery, sources: list[Source], gates:
 
 
 def enrol(engine: StillEmbedder, gallery: Gallery, name: str, paths: list[Path], gates: QualityGates,
-          target_far: float = DEFAULT_TARGET_FAR) -> dict:
+          target_far: float = DEFAULT_TARGET_FAR, results: list[FaceResult] | None = None) -> dict:
     """Add photos to one identity (created if new) without touching anyone else; one transaction; then
-    calibrate the gallery again."""
+    calibrate the gallery again. ``results``: faces already embedded (from a video) instead of ``paths``."""
     name = name.strip()
     if not name:
         raise ValueError("identity name must not be empty")
     existing = {p.name: p for p in gallery.identities()}.get(name)
-    results = engine.embed_files(paths)
+    results = list(results) if results is not None else engine.embed_files(paths)
     have = set(existing.sha256s) if existing else set()
     added, skipped = [], []
     for r in results:
