@@ -58,10 +58,14 @@ def prepare(source: Path, out: Path, seconds: float, fps: float | None, size: st
         raise ValueError(f"{source}: ffmpeg could not prepare it: {r.stderr.strip().splitlines()[-1:]}")
 
 
-class _Server:
+class RtspServerProcess:
+    """GStreamer's RTSP server (tools/rtsp_serve.py under the system Python) on 127.0.0.1:``port``, serving
+    ``mounts`` ({"/a": FILE}); started and ready on return. Also used by the RTSP tests."""
+
     def __init__(self, port: int, mounts: dict[str, Path]) -> None:
         if not Path(SYSTEM_PYTHON).exists():
             raise RuntimeError(f"{SYSTEM_PYTHON} not found: GStreamer's RTSP server runs under the system Python")
+        self.port = port
         args = [SYSTEM_PYTHON, str(_server_script()), "--port", str(port)]
         for path, video in mounts.items():
             args += ["--mount", f"{path}={video}"]
@@ -73,6 +77,9 @@ class _Server:
             raise RuntimeError("GStreamer's RTSP server did not start (apt install python3-gi "
                                "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad): "
                                + (err[-1] if err else line.strip()))
+
+    def url(self, path: str) -> str:
+        return f"rtsp://127.0.0.1:{self.port}{path}"
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -111,9 +118,9 @@ def run_live(settings: Settings, gallery: Path | None, source: Path, streams: in
         prepare(source, served, seconds + warmup_s + 10.0 + 3.0 * streams, fps, size)
         prepare_s = time.perf_counter() - t0
         port = _free_port()
-        server = _Server(port, {f"/s{i}": served for i in range(streams)})
+        server = RtspServerProcess(port, {f"/s{i}": served for i in range(streams)})
         try:
-            return _measure(settings, gallery, [f"rtsp://127.0.0.1:{port}/s{i}" for i in range(streams)],
+            return _measure(settings, gallery, [server.url(f"/s{i}") for i in range(streams)],
                             seconds, warmup_s, sample_s) | {"prepare_s": round(prepare_s, 1), "size": size,
                                                            "fps_served": fps, "source": str(source)}
         finally:

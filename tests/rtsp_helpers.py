@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from daemon.bench_live import RtspServerProcess
+
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
@@ -34,33 +35,19 @@ def gstreamer_missing() -> str | None:
                                            + r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "")
 
 
-class RtspServer:
+class RtspServer(RtspServerProcess):
     """``with RtspServer(port, {"/a": video}) as s``; ``s.url("/a")``; ``kill()``, ``pause()``, ``resume()``."""
 
     def __init__(self, port: int, mounts: dict[str, Path]) -> None:
         why = gstreamer_missing()
         if why:
             pytest.skip(why)
-        self.port = port
-        args = [SYSTEM_PYTHON, str(REPO / "tools" / "rtsp_serve.py"), "--port", str(port)]
-        for path, video in mounts.items():
-            args += ["--mount", f"{path}={video}"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if line.strip() != "ready":
-            self.kill()
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise RuntimeError(f"RTSP server did not start: {line!r} {err}")
-
-    def url(self, path: str) -> str:
-        return f"rtsp://127.0.0.1:{self.port}{path}"
+        super().__init__(port, mounts)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
-            if self.proc.returncode is None:
-                os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(10)
+            os.kill(self.proc.pid, signal.SIGCONT)  # a paused server must run to die cleanly
+        self.close()
 
     def pause(self) -> None:
         """Connected but silent: the process is frozen, its sockets stay open."""
