@@ -96,6 +96,42 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attendance_report(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from daemon.attendance import AttendanceBook, read_roster, report, write_report_csv
+
+    settings = _settings(args)
+    a = settings.attendance
+    db = Path(args.db) if args.db else a.db
+    roster_path = Path(args.roster) if args.roster else a.roster
+    if db is None or not Path(db).is_file():
+        raise CliError(f"attendance book {db} does not exist" if db else "no attendance book: pass --db FILE or set "
+                       "attendance.db in the config")
+    day = args.date or dt.date.today().isoformat()
+    try:
+        dt.date.fromisoformat(day)
+    except ValueError:
+        raise CliError(f"--date must look like 2026-12-02, got {day!r}") from None
+    book = AttendanceBook(Path(db), args.site or a.site)
+    try:
+        rep = report(book, read_roster(roster_path) if roster_path else [], day)
+    finally:
+        book.close()
+    if args.csv:
+        write_report_csv(rep, Path(args.csv))
+    if args.json:
+        print_result(rep, True)
+        return 0
+    print(f"{rep['site']} {rep['date']}: {len(rep['present'])} present, {len(rep['absent'])} absent, "
+          f"{len(rep['unexpected'])} unexpected")
+    for status in ("present", "unexpected"):
+        print_rows(rep[status], False, status + "  {identity}  {period}  first seen {first_seen} on {source} "
+                   "(score {score})")
+    print_rows([{"identity": n} for n in rep["absent"]], False, "absent  {identity}")
+    return 0
+
+
 def cmd_bench_live(args: argparse.Namespace) -> int:
     from daemon.bench_live import run_live
 
@@ -232,6 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--gallery", help="gallery file to match against")
     bs.add_argument("--json", action="store_true")
     bs.set_defaults(func=cmd_bench_soak)
+
+    att = sub.add_parser("attendance", help="attendance books").add_subparsers(dest="action", required=True)
+    ar = att.add_parser("report", help="who was present, absent and unexpected on a day")
+    ar.add_argument("--db", help="attendance book (default: attendance.db from the config)")
+    ar.add_argument("--roster", help="roster CSV (default: attendance.roster from the config)")
+    ar.add_argument("--site", help="site name (default: attendance.site from the config)")
+    ar.add_argument("--date", help="day, YYYY-MM-DD (default: today)")
+    ar.add_argument("--csv", help="also write the report as CSV here (0600)")
+    ar.add_argument("--json", action="store_true")
+    ar.set_defaults(func=cmd_attendance_report)
 
     cp = sub.add_parser("compare", help="are two photos the same person?")
     cp.add_argument("image_a")

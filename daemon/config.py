@@ -234,6 +234,31 @@ class SinksConfig(BaseModel):
         return self
 
 
+class AttendanceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    db: Path | None = Field(None, description="Attendance book (SQLite, 0600): set it to mark attendance; every "
+                            "camera of a site writes to the same book.")
+    roster: Path | None = Field(None, description="CSV of the identities expected (an 'identity' column, or the "
+                                "first column).")
+    site: str = Field("site", min_length=1, description="Site name: marks are once per identity, period and site.")
+    sessions: list[str] = Field(default_factory=list, description="Periods within a day, as 'HH:MM-HH:MM' local "
+                                "time (empty: the whole day is one period); recognitions between them mark nothing.")
+
+    @field_validator("roster")
+    @classmethod
+    def _roster_exists(cls, v: Path | None) -> Path | None:
+        return _existing_file(v, "roster file {} does not exist")
+
+    @field_validator("sessions")
+    @classmethod
+    def _sessions(cls, v: list[str]) -> list[str]:
+        from daemon.attendance import parse_sessions
+
+        parse_sessions(v)
+        return v
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACESTREAM_", env_nested_delimiter="__", extra="forbid")
 
@@ -242,6 +267,7 @@ class Settings(BaseSettings):
     gallery: GalleryConfig = Field(default_factory=GalleryConfig, description="Gallery building and matching.")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Streaming pipeline settings.")
     sinks: SinksConfig = Field(default_factory=SinksConfig, description="Where events go.")
+    attendance: AttendanceConfig = Field(default_factory=AttendanceConfig, description="Attendance marking.")
     sources: list[str] = Field(default_factory=list, description="Sources: file paths, camera indexes, rtsp:// "
                                "or http(s):// URLs.")
     cache_dir: Path = Field(default_factory=default_cache_dir,

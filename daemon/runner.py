@@ -132,6 +132,14 @@ class Daemon:
         self.events = EventsStage(self.q_match, self.sinks, self.embedder.model_id, lambda: self.match.gallery_version,
                                   p.cooldown_s, self.stats, p.stats_interval_s, observers)
         self.stages = [self.detect, self.track, self.embed, self.match, self.events]
+        a = settings.attendance
+        if a.db:
+            from daemon.attendance import AttendanceBook, AttendanceSink, parse_sessions, read_roster
+
+            roster = read_roster(a.roster) if a.roster else []
+            # Last in the list: its attendance.marked follows the face.recognized it came from in every sink.
+            self.sinks.append(AttendanceSink(AttendanceBook(Path(a.db), a.site), roster, parse_sessions(a.sessions),
+                                             self.events.publish))
         self._reload = threading.Event()
         self._started = 0.0
 
