@@ -259,6 +259,32 @@ class AttendanceConfig(BaseModel):
         return v
 
 
+class DoorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    audit: Path | None = Field(None, description="Door audit JSONL (0600): set it to take door decisions "
+                               "(access.granted / access.denied), each audited with why.")
+    votes_k: int = Field(3, ge=1, description="Faces of the last votes_n, each named the same person on its own, "
+                         "needed for a grant.")
+    votes_n: int = Field(5, ge=1, description="How many of a track's latest judged faces vote.")
+    cooldown_s: float = Field(10.0, ge=0, description="Seconds before the same person is granted again.")
+    command: list[str] = Field(default_factory=list, description="Run on a grant: an argv list (no shell); the "
+                               "grant event is written to its stdin as JSON.")
+    zmq_req: str | None = Field(None, description="Or send the grant as a ZeroMQ REQ to this address and await "
+                                "the reply.")
+    action_timeout_s: float = Field(5.0, gt=0, description="Seconds the command or the reply may take.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DoorConfig:
+        if self.votes_k > self.votes_n:
+            raise ValueError(f"door.votes_k ({self.votes_k}) must not exceed door.votes_n ({self.votes_n})")
+        if self.command and self.zmq_req:
+            raise ValueError("door.command and door.zmq_req: set one action, not both")
+        if self.zmq_req and not ZMQ_ADDRESS.match(self.zmq_req):
+            raise ValueError(f"door.zmq_req must look like tcp://HOST:PORT, got {self.zmq_req!r}")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACESTREAM_", env_nested_delimiter="__", extra="forbid")
 
@@ -268,6 +294,7 @@ class Settings(BaseSettings):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Streaming pipeline settings.")
     sinks: SinksConfig = Field(default_factory=SinksConfig, description="Where events go.")
     attendance: AttendanceConfig = Field(default_factory=AttendanceConfig, description="Attendance marking.")
+    door: DoorConfig = Field(default_factory=DoorConfig, description="Door access decisions and action.")
     sources: list[str] = Field(default_factory=list, description="Sources: file paths, camera indexes, rtsp:// "
                                "or http(s):// URLs.")
     cache_dir: Path = Field(default_factory=default_cache_dir,

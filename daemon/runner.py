@@ -132,6 +132,15 @@ class Daemon:
         self.events = EventsStage(self.q_match, self.sinks, self.embedder.model_id, lambda: self.match.gallery_version,
                                   p.cooldown_s, self.stats, p.stats_interval_s, observers)
         self.stages = [self.detect, self.track, self.embed, self.match, self.events]
+        self.door = None
+        if settings.door.audit:
+            from daemon.door import DoorController
+
+            dc = settings.door
+            self.door = DoorController(Path(dc.audit), lambda: self.match._state[1:3], dc.votes_k, dc.votes_n,
+                                       dc.cooldown_s, list(dc.command) or None, dc.zmq_req, dc.action_timeout_s,
+                                       self.events.publish)
+            self.events.observers.append(self.door)
         a = settings.attendance
         if a.db:
             from daemon.attendance import AttendanceBook, AttendanceSink, parse_sessions, read_roster
@@ -261,6 +270,8 @@ class Daemon:
         ok = all(st.join(max(0.1, deadline - time.monotonic())) for st in self.stages)
         if not ok:
             log.error("stages_not_drained", alive=[st.name for st in self.stages if not st.join(0)])
+        if self.door is not None:
+            self.door.close()  # waits for a running door action, bounded by its timeout
         for sink in self.sinks:
             try:
                 sink.close()

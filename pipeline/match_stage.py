@@ -101,8 +101,12 @@ class MatchStage(Stage):
             r = self._decide(key)
             assert r is not None
             v = self.judge.judge(key, r)
+            with self._lock:
+                matcher, threshold, margin, _ = self._state
+            face = decide(matcher.topk(np.asarray(e.vec)[None, :], 2)[0], threshold, margin)
             decisions.append(TrackDecision(e.track_id, e.detection, r.identity, r.score, r.margin, v.claimed,
-                                           v.newly_claimed, v.unknown, v.faces))
+                                           v.newly_claimed, v.unknown, v.faces, face.identity,
+                                           tuple(r.candidates[:2])))
         ended = []
         for t in msg.tracked.ended:
             key = (src, t.track_id)

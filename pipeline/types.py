@@ -125,6 +125,8 @@ class TrackDecision:
     newly_claimed: bool  # the track was just named (or renamed) ``claimed``
     unknown: bool  # the track just became a confirmed unknown (reported once)
     faces: int = 0  # judgeable faces in the aggregate
+    face_identity: str | None = None  # this one face's own decision (threshold + margin), for k-of-n votes
+    candidates: tuple[tuple[str, float], ...] = ()  # the aggregate's top candidates, best first
 
 
 @dataclass(frozen=True)
