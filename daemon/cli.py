@@ -96,6 +96,15 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from daemon.analyze import run_analyze
+
+    settings = _settings(args)
+    result = run_analyze(settings, _gallery_file(args, settings), [Path(v) for v in args.videos], Path(args.out))
+    print_result(result, args.json)
+    return 0 if result["exit_code"] == 0 else 1
+
+
 def cmd_attendance_report(args: argparse.Namespace) -> int:
     import datetime as dt
 
@@ -268,6 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--gallery", help="gallery file to match against")
     bs.add_argument("--json", action="store_true")
     bs.set_defaults(func=cmd_bench_soak)
+
+    an = sub.add_parser("analyze", help="who appears where in videos: events, timeline, best frames, annotated "
+                        "MP4s and an HTML report in one folder")
+    an.add_argument("videos", nargs="+", help="video files")
+    an.add_argument("--gallery", help="gallery file to match against")
+    an.add_argument("--out", required=True, help="folder for the report (created)")
+    an.add_argument("--json", action="store_true")
+    an.set_defaults(func=cmd_analyze)
 
     att = sub.add_parser("attendance", help="attendance books").add_subparsers(dest="action", required=True)
     ar = att.add_parser("report", help="who was present, absent and unexpected on a day")
