@@ -118,12 +118,14 @@ def run_analyze(settings: Settings, gallery: Path | None, videos: list[Path], ou
         raise ValueError(f"video file not found: {missing[0]}")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
+    if (out / "events.jsonl").exists() or (out / "report.html").exists():
+        # An earlier analysis is someone's record: never overwritten or appended to.
+        raise ValueError(f"--out {out} already holds an analysis (events.jsonl or report.html): choose a new folder")
     out.mkdir(parents=True, exist_ok=True)
     settings = with_overrides(settings, sinks={"jsonl": str(out / "events.jsonl"), "zmq": None, "stdout": False,
                                                "timeline_csv": str(out / "timeline.csv"), "annotate_dir": str(out)})
     settings = settings.model_copy(update={"sources": [str(v) for v in videos]})
     events_path = out / "events.jsonl"
-    events_path.unlink(missing_ok=True)  # one analysis per folder: the log is this run's, not appended to
     daemon = Daemon(settings, gallery)
     paths = {s.id: Path(s.uri) for s in daemon.specs}
     from tqdm import tqdm

@@ -70,13 +70,20 @@ class AttendanceBook:
     def __init__(self, path: Path, site: str = "site") -> None:
         if not path.parent.is_dir():
             raise ValueError(f"attendance folder {path.parent} does not exist")
-        open_private(path, "a").close()  # 0600: the book names people
+        if not path.is_dir():
+            open_private(path, "a").close()  # 0600: the book names people (appending nothing changes no byte)
         self.path, self.site = path, site
         self._lock = threading.Lock()
+        if path.is_dir():
+            raise ValueError(f"attendance book {path} is a folder, not a file")
         self._db = sqlite3.connect(str(path), check_same_thread=False)
-        self._db.execute("CREATE TABLE IF NOT EXISTS marks (site TEXT, period TEXT, identity TEXT, first_seen REAL, "
-                         "source TEXT, score REAL, PRIMARY KEY (site, period, identity))")
-        self._db.commit()
+        try:
+            self._db.execute("CREATE TABLE IF NOT EXISTS marks (site TEXT, period TEXT, identity TEXT, "
+                             "first_seen REAL, source TEXT, score REAL, PRIMARY KEY (site, period, identity))")
+            self._db.commit()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise ValueError(f"attendance book {path} is not an attendance book: {exc}") from None
 
     def mark(self, identity: str, epoch: float, period: str, source: str, score: float) -> bool:
         """True when this is the identity's first mark in ``period`` (it is stored); False when it had one."""

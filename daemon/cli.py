@@ -258,24 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     bp.set_defaults(func=cmd_bench_pipeline)
     bl = bench.add_parser("live", help="N real-time RTSP streams of a file (GStreamer's RTSP server on 127.0.0.1) "
                           "through the daemon: frames/s, stale drops, capture-to-event latency, queue growth")
-    bl.add_argument("--source", required=True, help="video file to serve")
-    bl.add_argument("--streams", type=int, default=1)
+    _live_args(bl, "video file to serve", 1, 30.0, 5.0, "seconds after every stream's first frame before measuring")
     bl.add_argument("--fps", type=float, help="serve at this frame rate (default: the file's own)")
     bl.add_argument("--size", help="serve scaled to WxH, e.g. 1280x720 (default: the file's own)")
-    bl.add_argument("--seconds", type=float, default=30.0, help="measured seconds (after the warm-up)")
-    bl.add_argument("--warmup", type=float, default=5.0, help="seconds after every stream's first frame "
-                    "before measuring")
-    bl.add_argument("--gallery", help="gallery file to match against")
-    bl.add_argument("--json", action="store_true")
     bl.set_defaults(func=cmd_bench_live)
     bs = bench.add_parser("soak", help="looped copies of a file as live cameras at real-time rate: RSS growth, "
                           "queue depths, drops, latency")
-    bs.add_argument("--source", required=True, help="video file, read N times over as live cameras")
-    bs.add_argument("--streams", type=int, default=4)
-    bs.add_argument("--seconds", type=float, default=600.0)
-    bs.add_argument("--warmup", type=float, default=60.0, help="seconds before RSS growth is measured from")
-    bs.add_argument("--gallery", help="gallery file to match against")
-    bs.add_argument("--json", action="store_true")
+    _live_args(bs, "video file, read N times over as live cameras", 4, 600.0, 60.0,
+               "seconds before RSS growth is measured from")
     bs.set_defaults(func=cmd_bench_soak)
 
     an = sub.add_parser("analyze", help="who appears where in videos: events, timeline, best frames, annotated "
@@ -326,6 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
     kg.set_defaults(func=cmd_keys_generate)
     _config_everywhere(p)
     return p
+
+
+def _live_args(p: argparse.ArgumentParser, source_help: str, streams: int, seconds: float, warmup: float,
+               warmup_help: str) -> None:
+    """The options ``bench live`` and ``bench soak`` share: N live copies of one file for a while."""
+    p.add_argument("--source", required=True, help=source_help)
+    p.add_argument("--streams", type=int, default=streams)
+    p.add_argument("--seconds", type=float, default=seconds, help="measured seconds")
+    p.add_argument("--warmup", type=float, default=warmup, help=warmup_help)
+    p.add_argument("--gallery", help="gallery file to match against")
+    p.add_argument("--json", action="store_true")
 
 
 def _config_everywhere(parser: argparse.ArgumentParser, top: bool = True) -> None:

@@ -72,6 +72,8 @@ class DoorController:
             raise ValueError(f"door votes need 1 <= k <= n, got k={votes_k} n={votes_n}")
         if not audit_path.parent.is_dir():
             raise ValueError(f"door audit folder {audit_path.parent} does not exist")
+        if audit_path.is_dir():
+            raise ValueError(f"door audit log {audit_path} is a folder, not a file")
         self.k, self.n, self.cooldown_s = votes_k, votes_n, cooldown_s
         self.command, self.zmq_req, self.action_timeout_s = command, zmq_req, action_timeout_s
         self.threshold = threshold
@@ -82,7 +84,6 @@ class DoorController:
         self._done: set[tuple[str, int]] = set()  # tracks granted or denied
         self._last_grant: dict[str, float] = {}
         self._workers: list[threading.Thread] = []
-        self.grants = 0
 
     def _write(self, line: dict[str, Any]) -> None:
         with self._lock:
@@ -128,7 +129,6 @@ class DoorController:
             self._done.discard((src, e.ended.track_id))
 
     def _grant(self, who: str, why: dict[str, Any]) -> None:
-        self.grants += 1
         event = {"source": why["source"], "track_id": why["track_id"], "identity": who, "score": why["top1_score"],
                  "margin": why["margin"], "votes": why["votes"]}
         if self.publish:

@@ -128,7 +128,8 @@ class Daemon:
         self.embed = EmbedStage(self.q_track, self.q_emb, self.embedder)
         self.match = MatchStage(self.q_emb, self.q_match, matcher, threshold, margin,
                                 TrackJudge(p.min_faces, p.unknown_after), version,
-                                FaceGate(p.min_embed_px, 0.2, p.min_sharpness, d.min_prob))
+                                FaceGate(p.min_embed_px, 0.2, p.min_sharpness, d.min_prob),
+                                face_votes=settings.door.audit is not None)
         self.events = EventsStage(self.q_match, self.sinks, self.embedder.model_id, lambda: self.match.gallery_version,
                                   p.cooldown_s, self.stats, p.stats_interval_s, observers)
         self.stages = [self.detect, self.track, self.embed, self.match, self.events]

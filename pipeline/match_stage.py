@@ -50,8 +50,9 @@ class MatchStage(Stage):
 
     def __init__(self, inq: queue.Queue[Any], outq: queue.Queue[Any], matcher: Matcher, threshold: float,
                  margin: float, judge: TrackJudge, gallery_version: int = 0, gate: FaceGate | None = None,
-                 decide_after_s: float = 1.0) -> None:
+                 decide_after_s: float = 1.0, face_votes: bool = False) -> None:
         super().__init__(inq, outq)
+        self.face_votes = face_votes  # each face also matched on its own (door k-of-n votes)
         self.decide_after_s = decide_after_s
         self.judge = judge
         self.gate = gate or FaceGate()
@@ -101,11 +102,13 @@ class MatchStage(Stage):
             r = self._decide(key)
             assert r is not None
             v = self.judge.judge(key, r)
-            with self._lock:
-                matcher, threshold, margin, _ = self._state
-            face = decide(matcher.topk(np.asarray(e.vec)[None, :], 2)[0], threshold, margin)
+            face_identity = None
+            if self.face_votes:
+                with self._lock:
+                    matcher, threshold, margin, _ = self._state
+                face_identity = decide(matcher.topk(np.asarray(e.vec)[None, :], 2)[0], threshold, margin).identity
             decisions.append(TrackDecision(e.track_id, e.detection, r.identity, r.score, r.margin, v.claimed,
-                                           v.newly_claimed, v.unknown, v.faces, face.identity,
+                                           v.newly_claimed, v.unknown, v.faces, face_identity,
                                            tuple(r.candidates[:2])))
         ended = []
         for t in msg.tracked.ended:

@@ -80,3 +80,16 @@ def test_the_report_renders_offline_in_headless_chromium(report) -> None:
     finally:
         driver.quit()
     assert (out / "report.png").stat().st_size > 10_000
+
+
+def test_an_earlier_analysis_is_never_overwritten_and_bad_videos_fail_in_one_line(report, tmp_path, data_dir) -> None:
+    out, _ = report
+    before = (out / "events.jsonl").read_bytes()
+    for args, message in ((["--out", str(out)], "already holds an analysis"),
+                          (["--out", str(tmp_path / "new")], "video file not found: /nonexistent.mp4")):
+        video = str(data_dir / CLIPS[0]) if "already" in message else "/nonexistent.mp4"
+        r = subprocess.run([*CLI, "analyze", video, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr
+    assert (out / "events.jsonl").read_bytes() == before
+    assert not (tmp_path / "new").exists()

@@ -75,3 +75,13 @@ def test_roster_reads_an_identity_column_or_the_first_one(tmp_path) -> None:
     assert read_roster(a) == ["ann", "bob"] and read_roster(b) == ["ann", "bob"]
     with pytest.raises(ValueError, match="does not exist"):
         read_roster(tmp_path / "none.csv")
+
+
+def test_a_file_that_is_not_a_book_is_refused_and_left_as_it_was(tmp_path) -> None:
+    from daemon.attendance import AttendanceBook
+
+    bad = tmp_path / "notes.sqlite"
+    bad.write_text("my notes\n")
+    with pytest.raises(ValueError, match="is not an attendance book"):
+        AttendanceBook(bad)
+    assert bad.read_text() == "my notes\n"
