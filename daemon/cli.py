@@ -164,6 +164,14 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_http(args: argparse.Namespace) -> int:
+    from daemon.bench_http import run_bench_http
+
+    settings = _settings(args)
+    print_result(run_bench_http(settings, _gallery_file(args, settings), Path(args.source), args.repeats), args.json)
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     settings = _settings(args)
     source = "set by --threshold" if args.threshold_given else "1:1 verification point tuned on LFW DevTrain pairs"
@@ -256,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--baseline-frames", type=int, help="time the baseline on the first N frames only")
     bp.add_argument("--json", action="store_true")
     bp.set_defaults(func=cmd_bench_pipeline)
+    bh = bench.add_parser("http", help="pipeline frames/s on a file with the web page's requests (snapshots, "
+                          "status, event stream, metrics) against without them")
+    bh.add_argument("--source", required=True, help="video file")
+    bh.add_argument("--gallery", help="gallery file to match against")
+    bh.add_argument("--repeats", type=int, default=3, help="runs of each, alternating (default 3)")
+    bh.add_argument("--json", action="store_true")
+    bh.set_defaults(func=cmd_bench_http)
     bl = bench.add_parser("live", help="N real-time RTSP streams of a file (GStreamer's RTSP server on 127.0.0.1) "
                           "through the daemon: frames/s, stale drops, capture-to-event latency, queue growth")
     _live_args(bl, "video file to serve", 1, 30.0, 5.0, "seconds after every stream's first frame before measuring")

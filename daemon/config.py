@@ -18,6 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from daemon.http_config import HttpConfig
 from daemon.keys import ZMQ_ADDRESS, is_loopback
 from models.detection import DetectorSettings
 from models.paths import default_cache_dir
@@ -295,6 +296,7 @@ class Settings(BaseSettings):
     sinks: SinksConfig = Field(default_factory=SinksConfig, description="Where events go.")
     attendance: AttendanceConfig = Field(default_factory=AttendanceConfig, description="Attendance marking.")
     door: DoorConfig = Field(default_factory=DoorConfig, description="Door access decisions and action.")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="HTTP API, web page and Prometheus metrics.")
     sources: list[str] = Field(default_factory=list, description="Sources: file paths, camera indexes, rtsp:// "
                                "or http(s):// URLs.")
     cache_dir: Path = Field(default_factory=default_cache_dir,

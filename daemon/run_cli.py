@@ -26,6 +26,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: Any) -> int:
         sinks["annotate_dir"] = Path(args.annotate_dir)
     if sinks:  # validated like the file: --zmq tcp://0.0.0.0:P meets the same key check
         settings = with_overrides(settings, sinks=sinks)
+    if args.http:  # and --http 0.0.0.0:P meets the token check
+        settings = with_overrides(settings, http={"listen": args.http})
     if args.source:
         settings = settings.model_copy(update={"sources": list(args.source)})
     gallery = args.gallery or settings.gallery.path
@@ -33,7 +35,36 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: Any) -> int:
         raise ValueError(f"gallery {gallery} is a directory, not a gallery file")
     if gallery and not Path(gallery).expanduser().is_file():
         raise ValueError(f"gallery file {gallery} does not exist")
-    return Daemon(settings, Path(gallery) if gallery else None).run()
+    options = {"live": True, "realtime": True, "loop": True} if args.loop else (
+        {"realtime": True} if args.realtime else None)
+    daemon = Daemon(settings, Path(gallery) if gallery else None, options)
+    if settings.http.listen:
+        from daemon.http_wiring import attach_http
+
+        attach_http(daemon)
+    return daemon.run()
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings, out: Any) -> int:
+    """The HTTP API and page with no source: recognise photos and manage the gallery (created when missing)."""
+    from daemon.runner import Daemon
+
+    settings = with_overrides(settings, http={"listen": args.http or settings.http.listen or "127.0.0.1:8080"},
+                              sinks={"zmq": None} if args.zmq is None else {"zmq": args.zmq or None})
+    gallery = Path(args.gallery or settings.gallery.path or "")
+    if not str(gallery) or gallery == Path():
+        raise ValueError("no gallery given: pass --gallery FILE (created when it does not exist)")
+    if gallery.expanduser().is_dir():
+        raise ValueError(f"gallery {gallery} is a directory, not a gallery file")
+    if not gallery.expanduser().exists():
+        from models.registry import get_spec, model_id_for
+        from pipeline.gallery import Gallery
+
+        e = settings.embedder
+        Gallery.create(gallery, model_id_for(e.model, e.flip), get_spec(e.model).dim).close()
+    from daemon.http_wiring import attach_http
+
+    return attach_http(Daemon(settings.model_copy(update={"sources": []}), gallery)).run()
 
 
 def cmd_events(args: argparse.Namespace, settings: Settings, out: Any) -> int:
@@ -59,7 +90,19 @@ def add_commands(sub: Any, run: Any) -> None:
     r.add_argument("--stdout", action="store_true", help="print a readable line per event")
     r.add_argument("--timeline-csv", help="file sources: write a per-identity timeline CSV at the end")
     r.add_argument("--annotate-dir", help="file sources: write <source>.annotated.mp4 in this folder")
+    r.add_argument("--http", help="serve the HTTP API, web page and /metrics on HOST:PORT (127.0.0.1:8080); "
+                   "another address than loopback needs http.token_file")
+    r.add_argument("--realtime", action="store_true", help="read files at their frame rate, as a camera would "
+                   "deliver them")
+    r.add_argument("--loop", action="store_true", help="play files over and over at their frame rate, as live "
+                   "cameras (stale frames dropped); stop with SIGINT/SIGTERM")
     r.set_defaults(func=run(cmd_run))
+    sv = sub.add_parser("serve", help="the HTTP API and web page without sources: recognise photos, manage the "
+                        "gallery")
+    sv.add_argument("--gallery", help="gallery file (created when it does not exist)")
+    sv.add_argument("--http", help="HOST:PORT (default: http.listen from the config, else 127.0.0.1:8080)")
+    sv.add_argument("--zmq", help="also publish events on this ZeroMQ address (default: none)")
+    sv.set_defaults(func=run(cmd_serve))
     e = sub.add_parser("events", help="subscribe to a daemon's events and print them")
     e.add_argument("--connect", help="ZeroMQ address (default: sinks.zmq from the config)")
     e.add_argument("--topic", action="append", help="topic prefix to keep (repeatable)")

@@ -56,7 +56,7 @@ class Daemon:
 
     def __init__(self, settings: Settings, gallery_path: Path | None,
                  source_options: dict[str, Any] | None = None) -> None:
-        if not settings.sources:
+        if not settings.sources and not settings.http.listen:
             raise ValueError("no sources: pass --source URI or set sources in the config")
         self.settings = settings
         p = settings.pipeline
@@ -151,7 +151,21 @@ class Daemon:
             self.sinks.append(AttendanceSink(AttendanceBook(Path(a.db), a.site), roster, parse_sessions(a.sessions),
                                              self.events.publish))
         self._reload = threading.Event()
+        self._reload_lock = threading.Lock()
         self._started = 0.0
+        # The HTTP API's parts (daemon/http_wiring.py attaches them when http.listen is set).
+        self.http: Any = None
+        self.live_view: Any = None
+        self.event_hub: Any = None
+        self.metrics: Any = None
+
+    def queues(self) -> dict[str, queue.Queue[Any]]:
+        return {"frames": self.q_frames, "detected": self.q_det, "tracked": self.q_track, "embedded": self.q_emb,
+                "matched": self.q_match}
+
+    @property
+    def started_monotonic(self) -> float:
+        return self._started or time.monotonic()
 
     # ---- gallery ---------------------------------------------------------------------------
     def _load_gallery(self) -> tuple[Matcher, float, float, int, str | None]:
@@ -172,16 +186,19 @@ class Daemon:
             g.close()
 
     def reload_gallery(self) -> None:
-        """Swap in the gallery as it is on disk now; a broken file leaves the old one in use."""
-        try:
-            matcher, threshold, margin, version, model_id = self._load_gallery()
-        except Exception as exc:
-            log.error("gallery_reload_failed", error=str(exc))
-            return
-        if model_id and model_id != self.embedder.model_id:
-            log.error("gallery_reload_refused_model_changed", gallery_model=model_id, running=self.embedder.model_id)
-            return
-        self.match.swap(matcher, threshold, margin, version)
+        """Swap in the gallery as it is on disk now; a broken file leaves the old one in use. SIGHUP and the HTTP
+        API both call this: one reload at a time, so an older read never replaces a newer one."""
+        with self._reload_lock:
+            try:
+                matcher, threshold, margin, version, model_id = self._load_gallery()
+            except Exception as exc:
+                log.error("gallery_reload_failed", error=str(exc))
+                return
+            if model_id and model_id != self.embedder.model_id:
+                log.error("gallery_reload_refused_model_changed", gallery_model=model_id,
+                          running=self.embedder.model_id)
+                return
+            self.match.swap(matcher, threshold, margin, version)
         log.info("gallery_reloaded", version=version)
 
     # ---- stats -----------------------------------------------------------------------------
@@ -192,8 +209,7 @@ class Daemon:
             "uptime_s": round(elapsed, 1),
             "fps": {st.name: round(st.processed / elapsed, 2) for st in self.stages},
             "busy": {st.name: round(st.busy_s / elapsed, 3) for st in self.stages},
-            "queues": {"frames": self.q_frames.qsize(), "detected": self.q_det.qsize(), "tracked": self.q_track.qsize(),
-                       "embedded": self.q_emb.qsize(), "matched": self.q_match.qsize()},
+            "queues": {k: q.qsize() for k, q in self.queues().items()},
             "frames_read": sum(s.frames_read for s in self.sources),
             "frames_dropped": sum(s.frames_dropped for s in self.sources),
             "frames_detected": self.detect.frames_detected,
@@ -234,13 +250,17 @@ class Daemon:
             st.start()
         for src in self.sources:
             src.start()
+        if self.http is not None:
+            self.http.start()
+            log.info("http_listening", url=self.http.url)
         log.info("daemon_started", sources=[s.display_uri for s in self.specs], model=self.embedder.model_id)
-        all_files = all(not s.live for s in self.specs)
+        # Files end by themselves; a daemon with no source at all (facestream serve) runs until stopped.
+        ends_by_itself = bool(self.specs) and all(not s.live for s in self.specs)
         while not self._stop.is_set():
             if self._reload.is_set():
                 self._reload.clear()
                 self.reload_gallery()
-            if all_files and not any(s.is_alive() for s in self.sources):
+            if ends_by_itself and not any(s.is_alive() for s in self.sources):
                 break
             self._stop.wait(0.1)
         return self.shutdown()
@@ -282,6 +302,8 @@ class Daemon:
             self.annotator.close()
         if self.settings.sinks.timeline_csv:
             self.timeline.write(Path(self.settings.sinks.timeline_csv))
+        if self.http is not None and not self.http.stop():
+            log.warning("http_server_not_stopped_in_time")
         failed = [s.source_id for s in self.sources if s.failed]
         all_failed = bool(self.sources) and len(failed) == len(self.sources)
         log.info("daemon_stopped", drained=ok, events=self.events.events_sent, failed_sources=failed)

@@ -122,6 +122,8 @@ class Gallery:
         self.path = path
         self.conn = conn
         self.conn.execute("PRAGMA foreign_keys = ON")
+        # Erasing a person overwrites their rows' bytes: a deleted name or template is not left in free pages.
+        self.conn.execute("PRAGMA secure_delete = ON")
 
     # ---- opening -------------------------------------------------------------------------
     @classmethod

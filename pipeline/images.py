@@ -7,6 +7,7 @@ converting to RGB; refuses images above a pixel budget before decoding them.
 from __future__ import annotations
 
 import hashlib
+import io
 import warnings
 from pathlib import Path
 
@@ -44,10 +45,21 @@ def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
         raise ImageError("unreadable", "is a directory")
     if size == 0:
         raise ImageError("empty file")
+    return _decode(path, max_pixels)
+
+
+def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Like :func:`load_rgb` for bytes already in memory (an HTTP upload): nothing is written to disk."""
+    if not data:
+        raise ImageError("empty file")
+    return _decode(io.BytesIO(data), max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, max_pixels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(source)
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageError("too large", f"{w}x{h} exceeds {max_pixels} pixels")

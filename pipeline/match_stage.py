@@ -63,6 +63,11 @@ class MatchStage(Stage):
         with self._lock:
             self._state = (matcher, threshold, margin, gallery_version)
 
+    def state(self) -> tuple[Matcher, float, float, int]:
+        """(matcher, threshold, margin, gallery version) in use now, read together."""
+        with self._lock:
+            return self._state
+
     @property
     def gallery_version(self) -> int:
         return self._state[3]

@@ -120,6 +120,23 @@ class StillEmbedder:
         bar.close()
         return results  # type: ignore[return-value]
 
+    def embed_images(self, items: list[tuple[Path, str, np.ndarray]]) -> list[FaceResult]:
+        """(label, sha256, RGB image) decoded in memory (uploads), embedded and cached like files."""
+        results = []
+        todo: list[tuple[FaceResult, np.ndarray]] = []
+        for label, sha, image in items:
+            hit = self.cache.get(sha, self.context)
+            if hit is not None:
+                results.append(FaceResult(label, sha, hit.vec, hit.reason, hit.info))
+                self.cached += 1
+            else:
+                results.append(FaceResult(label, sha, None, None, {}))
+                todo.append((results[-1], image))
+        for start in range(0, len(todo), self.chunk):
+            part = todo[start : start + self.chunk]
+            self._compute_images([r for r, _ in part], [im for _, im in part])
+        return results
+
     def _compute(self, items: list[FaceResult]) -> None:
         images: list[np.ndarray] = []
         loaded: list[FaceResult] = []
@@ -129,6 +146,13 @@ class StillEmbedder:
                 loaded.append(item)
             except ImageError as exc:
                 item.reason = str(exc)
+        self._compute_images(loaded, images)
+        decoded = {id(it) for it in loaded}  # the unreadable ones are cached with their reason here
+        self.computed += len(items) - len(loaded)
+        self.cache.put_many([(it.sha256, self.context, CachedFace(it.vec, it.reason, it.info))
+                             for it in items if it.sha256 and id(it) not in decoded])
+
+    def _compute_images(self, loaded: list[FaceResult], images: list[np.ndarray]) -> None:
         dets = self.detector.detect(images) if images else []
         chips: list[np.ndarray] = []
         chipped: list[FaceResult] = []
@@ -150,6 +174,6 @@ class StillEmbedder:
             vecs = self.embedder.embed(np.stack(chips))
             for item, vec in zip(chipped, vecs, strict=True):
                 item.vec = vec
-        self.computed += len(items)
+        self.computed += len(loaded)
         self.cache.put_many([(it.sha256, self.context, CachedFace(it.vec, it.reason, it.info))
-                             for it in items if it.sha256])
+                             for it in loaded if it.sha256])

@@ -1,0 +1,172 @@
+"""The HTTP API (FastAPI) of a running daemon: recognise a photo, enrol and erase people, sources and events
+live, Prometheus metrics, and the web page at ``/``.
+
+Handlers never hold a pipeline lock while they work: they read counters, the live view and the hub,
+and run photo work in the server's thread pool, so a slow client cannot slow a camera down. Every
+error is JSON ``{"error": {"status": N, "message": "..."}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import structlog
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from daemon.face_service import ApiError, FaceService
+from daemon.http_body import photos_from, read_body
+
+if TYPE_CHECKING:
+    from daemon.runner import Daemon
+
+log = structlog.get_logger(__name__)
+WEB_DIR = Path(__file__).with_name("web")
+Topics = Annotated[list[str] | None, Query(description="Topic prefixes to keep (repeatable); none: every topic.")]
+
+
+class Rename(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="The identity's new name.")
+
+
+def _error(status: int, message: str, **detail: Any) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message, **detail}}, status_code=status,
+                        headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
+
+
+def make_app(daemon: Daemon, status_of: Callable[[Daemon], dict[str, Any]]) -> FastAPI:
+    http = daemon.settings.http
+    token = http.secret()
+    service = FaceService(daemon)
+    hub, view, metrics = daemon.event_hub, daemon.live_view, daemon.metrics
+    assert hub is not None and view is not None and metrics is not None
+
+    def authorise(request: Request) -> None:
+        """With a token set, every API request carries it (a header, or ?access_token= for EventSource and
+        <img>, which cannot send headers)."""
+        if token is None:
+            return
+        sent = request.headers.get("authorization", "")
+        given = sent[7:] if sent.lower().startswith("bearer ") else request.query_params.get("access_token", "")
+        if not hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8")):
+            raise ApiError(401, "missing or wrong API token (Authorization: Bearer TOKEN)")
+
+    app = FastAPI(title="facestream", version="1", description="Face recognition daemon: photos, gallery, "
+                  "sources, events and metrics.", dependencies=[Depends(authorise)])
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, **exc.detail)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        e = exc.errors()[0]
+        return _error(422, f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}")
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.error("http_request_failed", path=request.url.path, error=str(exc))
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
+        if response.headers.get("content-type", "").startswith("text/html"):
+            response.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self' blob: data:; "
+                                                           "frame-ancestors 'none'")
+        return response
+
+    async def upload(request: Request) -> list[tuple[str | None, bytes]]:
+        body = await read_body(request, http.max_upload_bytes)
+        return photos_from(request.headers.get("content-type", ""), body)
+
+    # ---- photos and the gallery -----------------------------------------------------------------------
+    @app.post("/v1/recognize", summary="Every face in an uploaded photo: box, landmarks, identity or unknown, "
+              "score, margin and the threshold used (the daemon's decision rule).")
+    async def recognize(request: Request) -> dict[str, Any]:
+        photos = await upload(request)
+        if len(photos) != 1:
+            raise ApiError(422, f"send exactly one photo, got {len(photos)}")
+        return await run_in_threadpool(service.recognize, photos[0][1])
+
+    @app.get("/v1/identities", summary="The people in the gallery, with their template counts.")
+    async def identities() -> dict[str, Any]:
+        return await run_in_threadpool(service.identities)
+
+    @app.post("/v1/identities/{name}/photos", summary="Enrol one or more photos of a person (created if new); "
+              "each rejected photo comes back with the quality gate's reason. The daemon uses the new gallery "
+              "before this returns.")
+    async def enrol(name: str, request: Request) -> dict[str, Any]:
+        photos = await upload(request)
+        return await run_in_threadpool(service.enrol, name, photos)
+
+    @app.delete("/v1/identities/{name}", summary="Erase a person: identity, templates and cached embeddings of "
+                "their photos (as 'gallery remove').")
+    async def erase(name: str) -> dict[str, Any]:
+        return await run_in_threadpool(service.erase, name)
+
+    @app.patch("/v1/identities/{name}", summary="Rename a person.")
+    async def rename(name: str, body: Rename) -> dict[str, Any]:
+        return await run_in_threadpool(service.rename, name, body.name)
+
+    # ---- sources, events, metrics ---------------------------------------------------------------------
+    @app.get("/v1/status", summary="Sources (state, frames/s, drops, faces in view), queue depths, latency, "
+             "gallery, uptime.")
+    async def status() -> dict[str, Any]:
+        return status_of(daemon)
+
+    @app.get("/v1/events", summary="Server-Sent Events: every event as it is published (filter with ?topic= "
+             "prefixes; Last-Event-ID resumes).", response_class=StreamingResponse)
+    async def events(request: Request, topic: Topics = None) -> StreamingResponse:
+        hub.attach(asyncio.get_running_loop())
+        last = request.headers.get("last-event-id")
+        stream = hub.stream(tuple(topic or ()), int(last) if last and last.isdigit() else None)
+        return StreamingResponse(stream, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    @app.get("/v1/events/recent", summary="The most recent events, newest last (the page's first list).")
+    async def recent(topic: Topics = None, limit: Annotated[int, Query(ge=1, le=10000)] = 50,
+                     after: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+        return {"events": hub.recent(tuple(topic or ()), after, limit)}
+
+    @app.get("/v1/sources/{source_id}/snapshot.jpg", summary="The source's latest frame with each face's box "
+             "and name drawn; X-Facestream-Faces lists the names (null: unknown).", response_class=Response)
+    async def snapshot(source_id: str) -> Response:
+        if source_id not in view.sources:
+            raise ApiError(404, f"no source named {source_id!r}")
+        shot = await run_in_threadpool(view.snapshot, source_id, http.snapshot_max_width)
+        if shot is None:
+            raise ApiError(503, f"source {source_id!r} has not delivered a frame yet")
+        jpg, names = shot
+        return Response(jpg, media_type="image/jpeg", headers={"X-Facestream-Faces": json.dumps(names)})
+
+    @app.get("/metrics", summary="Prometheus metrics.", response_class=Response)
+    async def prometheus() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(await run_in_threadpool(metrics.render), media_type=CONTENT_TYPE_LATEST)
+
+    @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    async def unknown(rest: str) -> None:
+        raise ApiError(404, f"no endpoint /v1/{rest}")
+
+    app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+    return app

@@ -1,0 +1,54 @@
+"""Request bodies for the HTTP API: read with a size limit, photos taken from multipart forms in memory.
+
+Starlette's form parser spools every part over 1 MB to a temporary file; the API promises to write
+nothing outside the gallery, and its bodies are capped at ``http.max_upload_mb`` anyway, so a form is
+parsed from memory with the standard library's MIME parser instead.
+"""
+
+from __future__ import annotations
+
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import HTTP
+
+from starlette.requests import Request
+
+from daemon.face_service import ApiError
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, or ApiError 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body of {int(declared)} bytes is over the {limit} byte limit "
+                       "(http.max_upload_mb)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body is over the {limit} byte limit (http.max_upload_mb)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def photos_from(content_type: str, body: bytes) -> list[tuple[str | None, bytes]]:
+    """(filename, bytes) of every file in a ``multipart/form-data`` body, or the body itself when it is sent
+    raw (``Content-Type: image/...`` or ``application/octet-stream``)."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind != "multipart/form-data":
+        if kind and not (kind.startswith("image/") or kind == "application/octet-stream"):
+            raise ApiError(415, f"send an image (image/* or multipart/form-data with files), not {kind}")
+        return [(None, body)] if body else []
+    if "boundary=" not in content_type:
+        raise ApiError(400, "multipart/form-data without a boundary")
+    msg: Message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    if not msg.is_multipart():
+        raise ApiError(400, "malformed multipart/form-data body")
+    out = []
+    for part in msg.iter_parts():
+        if part.get_param("filename", header="content-disposition") is None:
+            continue  # a plain form field, not a file
+        data = part.get_payload(decode=True)
+        out.append((part.get_filename(), data if isinstance(data, bytes) else b""))
+    return out

@@ -1,0 +1,87 @@
+"""``[http]`` settings: where the HTTP API listens, its token and its upload limits.
+
+The API names people, shows camera frames and erases identities, so it listens on loopback unless
+it has a token: any other address without one is a configuration error, not a warning.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+MIN_TOKEN_CHARS = 16
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) to (host, port); a one-line ValueError otherwise."""
+    host, sep, port = listen.rpartition(":")
+    host = host.strip("[]") if host.startswith("[") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"http.listen must look like HOST:PORT (127.0.0.1:8080), got {listen!r}")
+    return host, int(port)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # 0.0.0.0 is an address; a host name or interface could be anything
+
+
+class HttpConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str | None = Field(None, description="Serve the HTTP API and web page on HOST:PORT (empty: no HTTP). "
+                               "An address other than loopback needs token or token_file.")
+    token: SecretStr | None = Field(None, description=f"API token (at least {MIN_TOKEN_CHARS} characters): every "
+                                    "request must send 'Authorization: Bearer TOKEN' (or ?access_token= where a "
+                                    "browser cannot set headers). Prefer token_file or FACESTREAM_HTTP__TOKEN.")
+    token_file: Path | None = Field(None, description="A file holding the API token (first line).")
+    max_upload_mb: float = Field(10.0, gt=0, le=200, description="Largest request body accepted (photo uploads); "
+                                 "larger ones get 413 before they are read.")
+    max_photos: int = Field(20, ge=1, le=200, description="Most photos in one enrol request.")
+    snapshot_max_width: int = Field(960, ge=64, description="Snapshots wider than this are scaled down before "
+                                    "JPEG encoding (keeps the page's polling cheap).")
+    recent_events: int = Field(200, ge=1, le=10000, description="Events kept for a new page or a reconnecting "
+                               "event stream (Last-Event-ID).")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v:
+            split_listen(v)
+        return v or None
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.expanduser().is_file():
+            raise ValueError(f"token file {v} does not exist")
+        return v
+
+    @model_validator(mode="after")
+    def _guarded(self) -> HttpConfig:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("http.token and http.token_file: set one, not both")
+        token = self.secret()
+        if token is not None and len(token) < MIN_TOKEN_CHARS:
+            raise ValueError(f"http token must be at least {MIN_TOKEN_CHARS} characters, got {len(token)}")
+        if self.listen and token is None and not is_loopback_host(split_listen(self.listen)[0]):
+            raise ValueError(f"http.listen: {self.listen} is not a loopback address; serving there needs an API "
+                             "token (http.token_file, http.token or FACESTREAM_HTTP__TOKEN)")
+        return self
+
+    def secret(self) -> str | None:
+        """The token, read from its file when one is set; None when the API is open (loopback only)."""
+        if self.token_file is not None:
+            lines = self.token_file.expanduser().read_text(encoding="utf-8").splitlines()
+            return lines[0].strip() if lines and lines[0].strip() else ""
+        return self.token.get_secret_value() if self.token is not None else None
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)

@@ -1,0 +1,53 @@
+"""Attaches the HTTP API to a built daemon: a live view and metrics (frame observers and sinks), an event hub
+(a sink) and the server, bound at once so a port in use fails before the pipeline starts.
+
+Only a daemon serving HTTP gets these parts, so the hot path of one that does not is unchanged. The
+daemon starts the server with its stages and stops it after the sinks have closed, so event streams
+receive the final events.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from daemon.runner import Daemon
+
+
+def attach_http(daemon: Daemon) -> Daemon:
+    from daemon.api import make_app
+    from daemon.event_hub import EventHub
+    from daemon.http_server import HttpServer
+    from daemon.live_view import LiveView
+    from daemon.metrics import DaemonMetrics
+
+    settings = daemon.settings
+    if not settings.http.listen:
+        raise ValueError("http.listen is not set: nothing to serve")
+    daemon.live_view = LiveView([s.id for s in daemon.specs])
+    daemon.event_hub = EventHub(settings.http.recent_events)
+    daemon.metrics = DaemonMetrics(daemon)
+    # Ahead of the other sinks: the page learns a source's state even if a later sink is slow.
+    daemon.sinks[:0] = [daemon.live_view, daemon.metrics, daemon.event_hub]
+    daemon.events.observers += [daemon.live_view, daemon.metrics]
+    daemon.http = HttpServer(make_app(daemon, status), settings.http.listen)
+    return daemon
+
+
+def status(daemon: Daemon) -> dict[str, Any]:
+    """``GET /v1/status``: every source's state and figures, the pipeline's queues and the gallery in use."""
+    matcher, threshold, margin, version = daemon.match.state()
+    sources = []
+    for spec, src in zip(daemon.specs, daemon.sources, strict=True):
+        row = daemon.live_view.status(spec.id)
+        sources.append({**row, "uri": spec.display_uri, "kind": spec.kind, "live": src.live,
+                        "frames_read": src.frames_read, "frames_dropped": src.frames_dropped,
+                        "frames_processed": daemon.events.frames_processed.get(spec.id, 0)})
+    return {"uptime_s": round(time.monotonic() - daemon.started_monotonic, 1), "model": daemon.embedder.model_id,
+            "gallery": {"path": str(daemon.gallery_path) if daemon.gallery_path else None, "version": version,
+                        "identities": len(getattr(matcher, "names", ())), "threshold": round(threshold, 4),
+                        "margin": round(margin, 4)},
+            "sources": sources, "queues": {k: q.qsize() for k, q in daemon.queues().items()},
+            "faces_embedded": daemon.embed.faces_embedded, "latency": daemon.events.latency(),
+            "stage_errors": {st.name: st.errors for st in daemon.stages if st.errors},
+            "events_sent": daemon.events.events_sent, "sse_events_dropped": daemon.event_hub.dropped}

@@ -1,0 +1,122 @@
+"""What each source shows now: its state, its latest frame and the tracks on it, for the HTTP API.
+
+The events stage hands every matched frame to :meth:`LiveView.observe`; keeping the newest one per
+source costs a reference, not a copy (a pooled frame buffer is reused only once nothing refers to it,
+pipeline/frame_pool.py). Drawing and JPEG encoding happen only when a snapshot is asked for, in the
+HTTP thread, on a frame scaled down to ``max_width`` first.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipeline.types import MatchedFrame
+
+
+@dataclass
+class FaceInView:
+    """One track on the latest frame and the name its track claims (None: not named)."""
+
+    track_id: int
+    box: tuple[float, float, float, float]
+    identity: str | None
+
+
+@dataclass
+class SourceView:
+    """A source's state as the last ``source.status`` event gave it, and its newest frame."""
+
+    source_id: str
+    state: str = "starting"
+    detail: str = ""
+    since: float = field(default_factory=time.time)
+    frames_read: int = 0
+    frames_dropped: int = 0
+    image: np.ndarray | None = None
+    frame_index: int = -1
+    frame_time: float = 0.0
+    faces: list[FaceInView] = field(default_factory=list)
+    processed: deque[float] = field(default_factory=lambda: deque(maxlen=512))  # wall time of each frame done
+
+
+class LiveView:
+    """Observer (frames) and sink (``source.status`` events) in one: the HTTP API reads it."""
+
+    def __init__(self, source_ids: list[str]) -> None:
+        self._lock = threading.Lock()
+        self.sources: dict[str, SourceView] = {sid: SourceView(sid) for sid in source_ids}
+
+    # ---- fed by the events stage -------------------------------------------------------------
+    def observe(self, msg: MatchedFrame, claims: dict[int, str | None]) -> None:
+        frame = msg.tracked.frame
+        faces = [FaceInView(v.track_id, tuple(float(c) for c in v.box), claims.get(v.track_id))  # type: ignore[arg-type]
+                 for v in msg.tracked.tracks]
+        now = time.time()
+        with self._lock:
+            view = self.sources.setdefault(frame.source_id, SourceView(frame.source_id))
+            view.image, view.frame_index, view.frame_time, view.faces = frame.image, frame.index, now, faces
+            view.processed.append(now)
+
+    def source_ended(self, source_id: str) -> None:
+        pass  # the last frame stays on show; the state comes with the status event
+
+    def send(self, topic: str, body: dict[str, Any]) -> None:
+        if topic != "source.status":
+            return
+        with self._lock:
+            view = self.sources.setdefault(body["source"], SourceView(body["source"]))
+            if view.state != body["status"]:
+                view.since = time.time()
+            view.state, view.detail = body["status"], body.get("detail", "")
+            view.frames_read, view.frames_dropped = body.get("frames_read", 0), body.get("frames_dropped", 0)
+
+    def close(self) -> None:
+        pass
+
+    # ---- read by the HTTP API ------------------------------------------------------------------
+    def status(self, source_id: str, window_s: float = 5.0) -> dict[str, Any]:
+        """State, frames/s processed over the last ``window_s`` and the faces in view now."""
+        now = time.time()
+        with self._lock:
+            v = self.sources[source_id]
+            recent = [t for t in v.processed if now - t <= window_s]
+            fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+            return {"id": v.source_id, "state": v.state, "detail": v.detail, "state_since": round(v.since, 3),
+                    "fps": round(fps, 2), "frame": v.frame_index,
+                    "last_frame_age_s": round(now - v.frame_time, 2) if v.frame_index >= 0 else None,
+                    "faces": [{"track_id": f.track_id, "identity": f.identity, "box": [round(c, 1) for c in f.box]}
+                              for f in v.faces]}
+
+    def snapshot(self, source_id: str, max_width: int) -> tuple[bytes, list[str | None]] | None:
+        """JPEG of the newest frame with each track's box and name, and the names drawn; None before any frame.
+        Raises KeyError for an unknown source."""
+        with self._lock:
+            v = self.sources[source_id]
+            image, faces = v.image, list(v.faces)
+        if image is None:
+            return None
+        h, w = image.shape[:2]
+        scale = min(1.0, max_width / w)
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        if scale < 1.0:
+            bgr = cv2.resize(bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        for f in faces:
+            x1, y1, x2, y2 = (round(c * scale) for c in f.box)
+            color = (0, 200, 0) if f.identity else (0, 165, 255)
+            cv2.rectangle(bgr, (x1, y1), (x2, y2), color, 2)
+            label = f.identity or "unknown"
+            (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)
+            top = max(th + 6, y1)
+            cv2.rectangle(bgr, (x1, top - th - 6), (x1 + tw + 6, top), color, -1)
+            cv2.putText(bgr, label, (x1 + 3, top - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+        ok, jpg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 80])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        return jpg.tobytes(), [f.identity for f in faces]
