@@ -6,27 +6,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from http_helpers import CLI, REPO, chromium, chromium_missing
 
-REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-c", "import sys; from daemon.cli import main; sys.exit(main(sys.argv[1:]))"]
 CLIPS = ["face_recognition_examples/video/short_hamilton_clip.mp4", "videos/known_identity/obama_speech.mp4"]
-
-
-def _chromium_missing() -> str | None:
-    for exe in ("chromium", "chromedriver"):
-        if shutil.which(exe) is None:
-            return f"{exe} not installed (Debian packages chromium chromium-driver)"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium not installed (pip install selenium)"
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -56,19 +42,11 @@ def test_every_artefact_is_written_and_private(report) -> None:
 
 
 def test_the_report_renders_offline_in_headless_chromium(report) -> None:
-    why = _chromium_missing()
+    why = chromium_missing()
     if why:
         pytest.skip(why)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     out, _ = report
-    opts = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,1400"):
-        opts.add_argument(a)
-    opts.binary_location = shutil.which("chromium")
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
-    try:
+    with chromium() as driver:
         driver.get((out / "report.html").as_uri())
         loaded = driver.execute_script(
             "const i = document.getElementById('timeline'); return i.complete && i.naturalWidth;")
@@ -77,8 +55,6 @@ def test_the_report_renders_offline_in_headless_chromium(report) -> None:
         assert len(faces) == 2 and all(w > 0 for w in faces)
         assert "lin_manuel_miranda" in driver.page_source
         driver.save_screenshot(str(out / "report.png"))
-    finally:
-        driver.quit()
     assert (out / "report.png").stat().st_size > 10_000
 
 
