@@ -61,6 +61,8 @@ class HttpConfig(BaseModel):
     def _token_file(cls, v: Path | None) -> Path | None:
         if v is not None and not v.expanduser().is_file():
             raise ValueError(f"token file {v} does not exist")
+        if v is not None and v.expanduser().stat().st_mode & 0o077:
+            raise ValueError(f"token file {v} can be read by other users: chmod 600 it")
         return v
 
     @model_validator(mode="after")

@@ -174,3 +174,36 @@ def test_a_port_in_use_is_a_one_line_error(tmp_path, stills_gallery) -> None:
     assert r.returncode == 2, r.stderr[-1000:]
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith(f"facestream: error: http.listen: cannot listen on 127.0.0.1:{port}"), r.stderr
+
+
+@pytest.mark.parametrize(("http", "message"), [
+    ({"listen": "0.0.0.0:8080"}, "http.listen: 0.0.0.0:8080 is not a loopback address; serving there needs"),
+    ({"listen": "192.168.1.5:8080"}, "is not a loopback address"),
+    ({"listen": "8080"}, "http.listen must look like HOST:PORT"),
+    ({"listen": "127.0.0.1:99999"}, "http.listen must look like HOST:PORT"),
+    ({"listen": "0.0.0.0:8080", "token": "short"}, "http token must be at least 16 characters, got 5"),
+    ({"token": "x" * 20, "token_file": "TOKENFILE"}, "set one, not both"),
+    ({"token_file": "LOOSEFILE"}, "can be read by other users: chmod 600 it"),
+    ({"token_file": "/nonexistent/token"}, "token file /nonexistent/token does not exist"),
+])
+def test_bad_http_settings_fail_in_one_line(tmp_path, http: dict, message: str) -> None:
+    from daemon.config import ConfigError, load_settings, with_overrides
+
+    private, loose = tmp_path / "token", tmp_path / "loose"
+    for f, mode in ((private, 0o600), (loose, 0o644)):
+        f.write_text("a-token-long-enough-for-the-api\n")
+        f.chmod(mode)
+    http = {k: {"TOKENFILE": str(private), "LOOSEFILE": str(loose)}.get(v, v) for k, v in http.items()}
+    with pytest.raises(ConfigError) as exc:
+        with_overrides(load_settings(), http=http)
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_token_from_a_private_file_allows_any_address(tmp_path) -> None:
+    from daemon.config import load_settings, with_overrides
+
+    token = tmp_path / "token"
+    token.write_text("a-token-long-enough-for-the-api\n")
+    token.chmod(0o600)
+    s = with_overrides(load_settings(), http={"listen": "0.0.0.0:8080", "token_file": str(token)})
+    assert s.http.secret() == "a-token-long-enough-for-the-api"
