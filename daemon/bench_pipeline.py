@@ -15,7 +15,6 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,37 +60,28 @@ def decode_fps(path: Path) -> tuple[float, int]:
     return n / elapsed, n
 
 
-def pipeline_run(settings: Settings, gallery: Path | None, path: Path,
-                 alongside: Callable[[Daemon], Callable[[], Any]] | None = None) -> dict[str, Any]:
-    """The daemon on one file: frames/s from its first frame to its last event, start-up apart.
-    ``alongside(daemon)`` starts something that runs with it (an HTTP client) and returns its stop."""
+def pipeline_run(settings: Settings, gallery: Path | None, path: Path) -> dict[str, Any]:
+    """The daemon on one file: frames/s from its first frame to its last event, start-up apart."""
     settings = settings.model_copy(update={"sources": [str(path)]})
     settings = settings.model_copy(update={"sinks": settings.sinks.model_copy(
         update={"zmq": None, "jsonl": None, "stdout": False, "timeline_csv": None, "annotate_dir": None})})
     t0 = time.perf_counter()
     daemon = Daemon(settings, gallery)
-    if settings.http.listen:
-        from daemon.http_wiring import attach_http
-
-        attach_http(daemon)
     startup = time.perf_counter() - t0
     rc: dict[str, int] = {}
     runner = threading.Thread(target=lambda: rc.update(rc=daemon.run(install_signals=False)), daemon=True)
     t1 = time.perf_counter()
     runner.start()
-    stop_alongside = alongside(daemon) if alongside else None
     with _bar(_frame_count(path), "pipeline") as bar:
         while runner.is_alive():
             runner.join(0.2)
             bar.n = daemon.events.frames_done.get(daemon.specs[0].id, 0)
             bar.refresh()
     elapsed = time.perf_counter() - t1
-    extra = stop_alongside() if stop_alongside else None
     stats = daemon.stats()
     frames = stats["frames_read"]
     return {"fps": frames / elapsed, "frames": frames, "startup_s": startup, "elapsed_s": elapsed,
-            "faces_embedded": stats["faces_embedded"], "latency": daemon.events.latency(), "exit_code": rc.get("rc"),
-            "alongside": extra}
+            "faces_embedded": stats["faces_embedded"], "latency": daemon.events.latency(), "exit_code": rc.get("rc")}
 
 
 def baseline_fps(settings: Settings, path: Path, max_frames: int | None) -> dict[str, Any]:

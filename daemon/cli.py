@@ -168,7 +168,8 @@ def cmd_bench_http(args: argparse.Namespace) -> int:
     from daemon.bench_http import run_bench_http
 
     settings = _settings(args)
-    print_result(run_bench_http(settings, _gallery_file(args, settings), Path(args.source), args.repeats), args.json)
+    print_result(run_bench_http(settings, _gallery_file(args, settings), Path(args.source), args.segments,
+                                args.segment_seconds, args.warmup), args.json)
     return 0
 
 
@@ -265,10 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--json", action="store_true")
     bp.set_defaults(func=cmd_bench_pipeline)
     bh = bench.add_parser("http", help="pipeline frames/s on a file with the web page's requests (snapshots, "
-                          "status, event stream, metrics) against without them")
+                          "status, event stream, metrics) against without them, alternating in one run")
     bh.add_argument("--source", required=True, help="video file")
     bh.add_argument("--gallery", help="gallery file to match against")
-    bh.add_argument("--repeats", type=int, default=3, help="runs of each, alternating (default 3)")
+    bh.add_argument("--segments", type=int, default=6, help="pairs of segments without and with the page "
+                    "(default 6)")
+    bh.add_argument("--segment-seconds", type=float, default=10.0, help="length of each segment (default 10)")
+    bh.add_argument("--warmup", type=float, default=5.0, help="seconds before the first segment (default 5)")
     bh.add_argument("--json", action="store_true")
     bh.set_defaults(func=cmd_bench_http)
     bl = bench.add_parser("live", help="N real-time RTSP streams of a file (GStreamer's RTSP server on 127.0.0.1) "

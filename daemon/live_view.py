@@ -104,9 +104,9 @@ class LiveView:
             return None
         h, w = image.shape[:2]
         scale = min(1.0, max_width / w)
+        if scale < 1.0:  # scaled first: the colour conversion and drawing then touch the small copy only
+            image = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-        if scale < 1.0:
-            bgr = cv2.resize(bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         for f in faces:
             x1, y1, x2, y2 = (round(c * scale) for c in f.box)
             color = (0, 200, 0) if f.identity else (0, 165, 255)

@@ -3,6 +3,7 @@ uploads, enrolling, renaming and erasing people, JSON errors, the token, upload 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -207,3 +208,17 @@ def test_a_token_from_a_private_file_allows_any_address(tmp_path) -> None:
     token.chmod(0o600)
     s = with_overrides(load_settings(), http={"listen": "0.0.0.0:8080", "token_file": str(token)})
     assert s.http.secret() == "a-token-long-enough-for-the-api"
+
+
+def test_bench_http_alternates_segments_with_and_without_the_pages_requests(data_dir) -> None:
+    clip = data_dir / "face_recognition_examples/video/short_hamilton_clip.mp4"
+    r = subprocess.run([*CLI, "bench", "http", "--source", str(clip), "--segments", "2", "--segment-seconds", "1",
+                        "--warmup", "1", "--json"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "FACESTREAM_EMBEDDER__RUNTIME": "torch"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(out["fps_without_page"]) == len(out["fps_with_page"]) == 2
+    assert all(f > 0 for f in out["fps_without_page"] + out["fps_with_page"])  # speeds are benchmarks, not tests
+    req = out["page_requests"]
+    assert req["opened"] == 2 and req["snapshot"] >= 2 and req["status"] >= 2 and req["errors"] == 0
+    assert abs(out["ratio_with_to_without"] - out["mean_with"] / out["mean_without"]) < 1e-3
