@@ -86,7 +86,12 @@ def make_app(daemon: Daemon, status_of: Callable[[Daemon], dict[str, Any]]) -> F
 
     @app.middleware("http")
     async def _headers(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > http.max_upload_bytes:  # any body, JSON ones too
+            response: Response = _error(413, f"request body of {declared} bytes is over the {http.max_upload_bytes} "
+                                        "byte limit (http.max_upload_mb)")
+        else:
+            response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Cache-Control", "no-store")
         if response.headers.get("content-type", "").startswith("text/html"):

@@ -81,6 +81,8 @@ def test_a_cat_has_no_faces_and_a_text_file_is_a_json_error(served, data_dir) ->
 def test_an_upload_over_the_limit_is_413_before_it_is_read(served) -> None:
     big = b"\xff\xd8" + bytes(1024 * 1024 + 10)
     assert "limit" in _error(served.post("/v1/recognize", data=big, headers={"Content-Type": "image/jpeg"}), 413)
+    assert "limit" in _error(served.request("PATCH", "/v1/identities/joe_biden", data=b"{" + bytes(1024 * 1024 + 10),
+                                            headers={"Content-Type": "application/json"}), 413)
 
 
 def test_the_token_is_required_and_checked(served) -> None:
