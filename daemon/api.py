@@ -19,10 +19,12 @@ import structlog
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from daemon.face_service import ApiError, FaceService
 from daemon.http_body import photos_from, read_body
@@ -170,7 +172,11 @@ def make_app(daemon: Daemon, status_of: Callable[[Daemon], dict[str, Any]]) -> F
         return Response(await run_in_threadpool(metrics.render), media_type=CONTENT_TYPE_LATEST)
 
     @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
-    async def unknown(rest: str) -> None:
+    async def unknown(rest: str, request: Request) -> None:
+        allowed = sorted({m for r in app.routes if isinstance(r, APIRoute) and r.name != "unknown"
+                          and r.matches(request.scope)[0] == Match.PARTIAL for m in r.methods})
+        if allowed:
+            raise ApiError(405, f"{request.method} is not allowed on {request.url.path}: use {', '.join(allowed)}")
         raise ApiError(404, f"no endpoint /v1/{rest}")
 
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")

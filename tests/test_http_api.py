@@ -150,6 +150,7 @@ def test_metrics_parse_and_docs_are_served(served) -> None:
     paths = served.get("/openapi.json").json()["paths"]
     assert {"/v1/recognize", "/v1/identities/{name}/photos", "/v1/status", "/v1/events"} <= set(paths)
     assert _error(served.get("/v1/nothing-here"), 404)
+    assert "use POST" in _error(served.get("/v1/recognize"), 405)
 
 
 @pytest.mark.parametrize("command", ["serve", "run"])
