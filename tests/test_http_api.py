@@ -94,8 +94,11 @@ def test_the_token_is_required_and_checked(served) -> None:
     assert requests.get(served.base + f"/v1/status?access_token={TOKEN}", timeout=10).status_code == 200
     # The page itself loads without the token (it asks for it), and sends no script from elsewhere.
     page = requests.get(served.base + "/", timeout=10)
-    assert page.status_code == 200 and "facestream" in page.text and "http" not in page.text.split("<body>")[0]
+    assert page.status_code == 200 and "<title>facestream</title>" in page.text
     assert page.headers["content-security-policy"].startswith("default-src 'self'")
+    for name in ("index.html", "app.js", "app.css"):  # works offline: nothing refers to another host
+        body = requests.get(f"{served.base}/{name}", timeout=10).text
+        assert len(body) > 500 and "://" not in body, name
 
 
 def test_enrol_rename_and_erase_a_person(served, data_dir) -> None:
