@@ -111,6 +111,7 @@ def run_bench_http(settings: Settings, gallery: Path | None, source: Path, segme
     daemon = attach_http(Daemon(with_overrides(settings, http={"listen": "127.0.0.1:0"}), gallery,
                                 source_options={"loop": True}))
     runner = threading.Thread(target=daemon.run, kwargs={"install_signals": False}, daemon=True)
+    t_start = time.perf_counter()
     runner.start()
     assert daemon.http is not None
     poller = PagePoller(daemon.http.url, [s.id for s in daemon.specs])
@@ -119,6 +120,11 @@ def run_bench_http(settings: Settings, gallery: Path | None, source: Path, segme
     fps: dict[str, list[float]] = {"without": [], "with": []}
     try:
         time.sleep(warmup)
+        while not daemon.events.frames_processed.get(sid, 0):
+            if not runner.is_alive() or daemon.sources[0].failed or time.perf_counter() - t_start > warmup + 60:
+                view = daemon.live_view.sources[sid]
+                raise ValueError(f"{source}: no frame was processed ({view.state}: {view.detail or 'no status'})")
+            time.sleep(0.1)
         for _ in range(segments):
             for kind in ("without", "with"):
                 if kind == "with":

@@ -129,7 +129,10 @@ class FaceService:
     def _open(self) -> Gallery:
         if self.gallery_path is None:
             raise ApiError(409, "this daemon runs without a gallery: start it with --gallery FILE")
-        return Gallery.open(self.gallery_path)
+        try:
+            return Gallery.open(self.gallery_path)
+        except GalleryError as exc:  # replaced or damaged on disk since the daemon started: it keeps the old one
+            raise ApiError(503, f"the gallery file cannot be used now: {exc}") from None
 
     def identities(self) -> dict[str, Any]:
         if self.gallery_path is None:

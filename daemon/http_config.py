@@ -17,9 +17,12 @@ MIN_TOKEN_CHARS = 16
 def split_listen(listen: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:PORT`` for IPv6) to (host, port); a one-line ValueError otherwise."""
     host, sep, port = listen.rpartition(":")
-    host = host.strip("[]") if host.startswith("[") else host
+    bracketed = host.startswith("[") and host.endswith("]") and len(host) > 2
+    if host.startswith("[") != bracketed or (":" in host and not bracketed):
+        host = ""  # an IPv6 address goes in brackets: [::1]:8080
+    host = host[1:-1] if bracketed else host
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"http.listen must look like HOST:PORT (127.0.0.1:8080), got {listen!r}")
+        raise ValueError(f"must look like HOST:PORT (127.0.0.1:8080, [::1]:8080), got {listen!r}")
     return host, int(port)
 
 

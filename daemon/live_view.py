@@ -37,12 +37,11 @@ class SourceView:
     state: str = "starting"
     detail: str = ""
     since: float = field(default_factory=time.time)
-    frames_read: int = 0
-    frames_dropped: int = 0
     image: np.ndarray | None = None
     frame_index: int = -1
-    frame_time: float = 0.0
-    faces: list[FaceInView] = field(default_factory=list)
+    frame_time: float = 0.0  # wall time the newest frame was done
+    tracks: tuple[Any, ...] = ()  # the newest frame's tracks (immutable), named from ``claims`` on request
+    claims: dict[int, str | None] = field(default_factory=dict)
     processed: deque[float] = field(default_factory=lambda: deque(maxlen=512))  # wall time of each frame done
 
 
@@ -55,13 +54,13 @@ class LiveView:
 
     # ---- fed by the events stage -------------------------------------------------------------
     def observe(self, msg: MatchedFrame, claims: dict[int, str | None]) -> None:
+        """Per frame: references and a copy of the small claims dict (the events stage changes its own)."""
         frame = msg.tracked.frame
-        faces = [FaceInView(v.track_id, tuple(float(c) for c in v.box), claims.get(v.track_id))  # type: ignore[arg-type]
-                 for v in msg.tracked.tracks]
         now = time.time()
         with self._lock:
             view = self.sources.setdefault(frame.source_id, SourceView(frame.source_id))
-            view.image, view.frame_index, view.frame_time, view.faces = frame.image, frame.index, now, faces
+            view.image, view.frame_index, view.frame_time = frame.image, frame.index, now
+            view.tracks, view.claims = msg.tracked.tracks, dict(claims)
             view.processed.append(now)
 
     def source_ended(self, source_id: str) -> None:
@@ -75,12 +74,16 @@ class LiveView:
             if view.state != body["status"]:
                 view.since = time.time()
             view.state, view.detail = body["status"], body.get("detail", "")
-            view.frames_read, view.frames_dropped = body.get("frames_read", 0), body.get("frames_dropped", 0)
 
     def close(self) -> None:
         pass
 
     # ---- read by the HTTP API ------------------------------------------------------------------
+    @staticmethod
+    def _faces(v: SourceView) -> list[FaceInView]:
+        return [FaceInView(t.track_id, tuple(float(c) for c in t.box), v.claims.get(t.track_id))  # type: ignore[arg-type]
+                for t in v.tracks]
+
     def status(self, source_id: str, window_s: float = 5.0) -> dict[str, Any]:
         """State, frames/s processed over the last ``window_s`` and the faces in view now."""
         now = time.time()
@@ -92,14 +95,14 @@ class LiveView:
                     "fps": round(fps, 2), "frame": v.frame_index,
                     "last_frame_age_s": round(now - v.frame_time, 2) if v.frame_index >= 0 else None,
                     "faces": [{"track_id": f.track_id, "identity": f.identity, "box": [round(c, 1) for c in f.box]}
-                              for f in v.faces]}
+                              for f in self._faces(v)]}
 
     def snapshot(self, source_id: str, max_width: int) -> tuple[bytes, list[str | None]] | None:
         """JPEG of the newest frame with each track's box and name, and the names drawn; None before any frame.
         Raises KeyError for an unknown source."""
         with self._lock:
             v = self.sources[source_id]
-            image, faces = v.image, list(v.faces)
+            image, faces = v.image, self._faces(v)
         if image is None:
             return None
         h, w = image.shape[:2]

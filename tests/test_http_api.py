@@ -186,8 +186,9 @@ def test_a_port_in_use_is_a_one_line_error(tmp_path, stills_gallery) -> None:
 @pytest.mark.parametrize(("http", "message"), [
     ({"listen": "0.0.0.0:8080"}, "http.listen: 0.0.0.0:8080 is not a loopback address; serving there needs"),
     ({"listen": "192.168.1.5:8080"}, "is not a loopback address"),
-    ({"listen": "8080"}, "http.listen must look like HOST:PORT"),
-    ({"listen": "127.0.0.1:99999"}, "http.listen must look like HOST:PORT"),
+    ({"listen": "8080"}, "http.listen: must look like HOST:PORT"),
+    ({"listen": "[::1"}, "http.listen: must look like HOST:PORT"),
+    ({"listen": "127.0.0.1:99999"}, "http.listen: must look like HOST:PORT"),
     ({"listen": "0.0.0.0:8080", "token": "short"}, "http token must be at least 16 characters, got 5"),
     ({"token": "x" * 20, "token_file": "TOKENFILE"}, "set one, not both"),
     ({"token_file": "LOOSEFILE"}, "can be read by other users: chmod 600 it"),
@@ -228,3 +229,11 @@ def test_bench_http_alternates_segments_with_and_without_the_pages_requests(data
     req = out["page_requests"]
     assert req["opened"] == 2 and req["snapshot"] >= 2 and req["status"] >= 2 and req["errors"] == 0
     assert abs(out["ratio_with_to_without"] - out["mean_with"] / out["mean_without"]) < 1e-3
+
+
+def test_bench_http_on_a_file_that_is_no_video_fails_in_one_line() -> None:
+    r = subprocess.run([*CLI, "bench", "http", "--source", str(REPO / "README.md"), "--warmup", "0.5"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "FACESTREAM_EMBEDDER__RUNTIME": "torch"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("facestream: error: ") and "no frame was processed" in r.stderr
