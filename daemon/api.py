@@ -9,14 +9,13 @@ error is JSON ``{"error": {"status": N, "message": "..."}}``.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
@@ -26,14 +25,23 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from daemon.api_audit import ApiAudit
 from daemon.face_service import ApiError, FaceService
 from daemon.http_body import photos_from, read_body
+from daemon.http_guard import RequestGuard
 
 if TYPE_CHECKING:
     from daemon.runner import Daemon
 
 log = structlog.get_logger(__name__)
 WEB_DIR = Path(__file__).with_name("web")
+# The photo routes read their body themselves (size limit, timeout, forms parsed in memory); the spec still says
+# what they take, so clients and fuzzers see it.
+_PHOTO_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "photo": {"type": "string", "format": "binary", "description": "An image file (any field name)."}}}},
+    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+    "image/png": {"schema": {"type": "string", "format": "binary"}}}}}
 Topics = Annotated[list[str] | None, Query(description="Topic prefixes to keep (repeatable); none: every topic.")]
 
 
@@ -48,28 +56,20 @@ def _error(status: int, message: str, **detail: Any) -> JSONResponse:
                         headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
 
 
-def make_app(daemon: Daemon, status_of: Callable[[Daemon], dict[str, Any]]) -> FastAPI:
+def make_app(daemon: Daemon, status_of: Callable[[Daemon], dict[str, Any]], audit: ApiAudit | None = None) -> Any:
+    """The API wrapped in its request guard (the guard is returned as the ASGI app; ``.app`` is FastAPI's)."""
     http = daemon.settings.http
-    token = http.secret()
     service = FaceService(daemon)
     hub, view, metrics = daemon.event_hub, daemon.live_view, daemon.metrics
     assert hub is not None and view is not None and metrics is not None
 
-    def authorise(request: Request) -> None:
-        """With a token set, every API request carries it (a header, or ?access_token= for EventSource and
-        <img>, which cannot send headers)."""
-        if token is None:
-            return
-        sent = request.headers.get("authorization", "")
-        given = sent[7:] if sent.lower().startswith("bearer ") else request.query_params.get("access_token", "")
-        if not hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8")):
-            raise ApiError(401, "missing or wrong API token (Authorization: Bearer TOKEN)")
-
     app = FastAPI(title="facestream", version="1", description="Face recognition daemon: photos, gallery, "
-                  "sources, events and metrics.", dependencies=[Depends(authorise)])
+                  "sources, events and metrics. Host, Origin and token checks: daemon/http_guard.py.",
+                  docs_url=None, redoc_url=None)  # Swagger UI would load from a CDN: /openapi.json only
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        request.state.audit_error = exc.message
         return _error(exc.status, exc.message, **exc.detail)
 
     @app.exception_handler(HTTPException)
@@ -83,13 +83,13 @@ def make_app(daemon: Daemon, status_of: Callable[[Daemon], dict[str, Any]]) -> F
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        log.error("http_request_failed", path=request.url.path, error=str(exc))
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        log.error("http_request_failed", path=request.url.path[:200], error=str(exc)[:500])
+        return _error(500, f"internal error ({type(exc).__name__}); the daemon's log says more")
 
     @app.middleware("http")
     async def _headers(request: Request, call_next: Any) -> Response:
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > http.max_upload_bytes:  # any body, JSON ones too
+        if declared.isascii() and declared.isdigit() and int(declared) > http.max_upload_bytes:  # JSON bodies too
             response: Response = _error(413, f"request body of {declared} bytes is over the {http.max_upload_bytes} "
                                         "byte limit (http.max_upload_mb)")
         else:
@@ -102,12 +102,13 @@ def make_app(daemon: Daemon, status_of: Callable[[Daemon], dict[str, Any]]) -> F
         return response
 
     async def upload(request: Request) -> list[tuple[str | None, bytes]]:
-        body = await read_body(request, http.max_upload_bytes)
-        return photos_from(request.headers.get("content-type", ""), body)
+        body = await read_body(request, http.max_upload_bytes, http.body_timeout_s)
+        # Parsed off the event loop: a form of many parts must not hold every other request up.
+        return await run_in_threadpool(photos_from, request.headers.get("content-type", ""), body, http.max_parts)
 
     # ---- photos and the gallery -----------------------------------------------------------------------
     @app.post("/v1/recognize", summary="Every face in an uploaded photo: box, landmarks, identity or unknown, "
-              "score, margin and the threshold used (the daemon's decision rule).")
+              "score, margin and the threshold used (the daemon's decision rule).", openapi_extra=_PHOTO_BODY)
     async def recognize(request: Request) -> dict[str, Any]:
         photos = await upload(request)
         if len(photos) != 1:
@@ -120,19 +121,26 @@ def make_app(daemon: Daemon, status_of: Callable[[Daemon], dict[str, Any]]) -> F
 
     @app.post("/v1/identities/{name}/photos", summary="Enrol one or more photos of a person (created if new); "
               "each rejected photo comes back with the quality gate's reason. The daemon uses the new gallery "
-              "before this returns.")
+              "before this returns.", openapi_extra=_PHOTO_BODY)
     async def enrol(name: str, request: Request) -> dict[str, Any]:
         photos = await upload(request)
-        return await run_in_threadpool(service.enrol, name, photos)
+        result = await run_in_threadpool(service.enrol, name, photos)
+        request.state.audit = {"added": result["added"], "rejected": result["rejected"],
+                               "gallery_version": result["gallery_version"]}
+        return result
 
     @app.delete("/v1/identities/{name}", summary="Erase a person: identity, templates and cached embeddings of "
                 "their photos (as 'gallery remove').")
-    async def erase(name: str) -> dict[str, Any]:
-        return await run_in_threadpool(service.erase, name)
+    async def erase(name: str, request: Request) -> dict[str, Any]:
+        result = await run_in_threadpool(service.erase, name)
+        request.state.audit = {"templates": result["templates"], "gallery_version": result["gallery_version"]}
+        return result
 
     @app.patch("/v1/identities/{name}", summary="Rename a person.")
-    async def rename(name: str, body: Rename) -> dict[str, Any]:
-        return await run_in_threadpool(service.rename, name, body.name)
+    async def rename(name: str, body: Rename, request: Request) -> dict[str, Any]:
+        result = await run_in_threadpool(service.rename, name, body.name)
+        request.state.audit = {"to": result["to"], "gallery_version": result["gallery_version"]}
+        return result
 
     # ---- sources, events, metrics ---------------------------------------------------------------------
     @app.get("/v1/status", summary="Sources (state, frames/s, drops, faces in view), queue depths, latency, "
@@ -144,8 +152,9 @@ def make_app(daemon: Daemon, status_of: Callable[[Daemon], dict[str, Any]]) -> F
              "prefixes; Last-Event-ID resumes).", response_class=StreamingResponse)
     async def events(request: Request, topic: Topics = None) -> StreamingResponse:
         hub.attach(asyncio.get_running_loop())
-        last = request.headers.get("last-event-id")
-        stream = hub.stream(tuple(topic or ()), int(last) if last and last.isdigit() else None)
+        last = request.headers.get("last-event-id", "").strip()
+        # Only ASCII digits: str.isdigit() also takes '²', which int() refuses.
+        stream = hub.stream(tuple(topic or ()), int(last) if last.isascii() and last.isdigit() else None)
         return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
@@ -180,4 +189,4 @@ def make_app(daemon: Daemon, status_of: Callable[[Daemon], dict[str, Any]]) -> F
         raise ApiError(404, f"no endpoint /v1/{rest}")
 
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
-    return app
+    return RequestGuard(app, http, audit)

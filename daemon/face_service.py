@@ -44,12 +44,17 @@ class ApiError(Exception):
         self.status, self.message, self.detail = status, message, detail
 
 
+def _clip(text: str, n: int = 100) -> str:
+    """At most ``n`` characters of what a client sent, in a message (a 10 kB name is not echoed whole)."""
+    return text if len(text) <= n else text[:n] + "..."
+
+
 def check_name(name: str) -> str:
     """An identity name as the API accepts it (NFC, trimmed), or ApiError 422."""
     clean = unicodedata.normalize("NFC", name).strip()
     if not _NAME.match(clean):
-        raise ApiError(422, f"bad identity name {name!r}: 1-64 characters, letters or digits first, then letters, "
-                       "digits, spaces, '.', '_', ''' or '-'")
+        raise ApiError(422, f"bad identity name {_clip(name)!r}: 1-64 characters, letters or digits first, then "
+                       "letters, digits, spaces, '.', '_', ''' or '-'")
     return clean
 
 
@@ -57,7 +62,7 @@ def existing_name(name: str) -> str:
     """A name to look up: any name the gallery may hold (``gallery add`` takes more than the API does)."""
     clean = unicodedata.normalize("NFC", name).strip()
     if not clean or len(clean) > 200 or any(unicodedata.category(c) == "Cc" for c in clean):
-        raise ApiError(422, f"bad identity name {name!r}")
+        raise ApiError(422, f"bad identity name {_clip(name)!r}")
     return clean
 
 

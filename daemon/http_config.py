@@ -7,7 +7,9 @@ it has a token: any other address without one is a configuration error, not a wa
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -24,6 +26,25 @@ def split_listen(listen: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"must look like HOST:PORT (127.0.0.1:8080, [::1]:8080), got {listen!r}")
     return host, int(port)
+
+
+_HOST_NAME = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9_]([a-z0-9_.\-]*[a-z0-9_])?)$")
+
+
+def normal_origin(origin: str) -> str | None:
+    """``scheme://host[:port]`` in lower case with the scheme's default port dropped; None when ``origin`` is
+    not an http(s) origin (``null``, a path, credentials, another scheme)."""
+    try:
+        u = urlsplit(origin.strip())
+        port = u.port
+    except ValueError:
+        return None
+    if u.scheme not in ("http", "https") or not u.hostname or u.username or u.password or u.path not in ("", "/") \
+            or u.query or u.fragment:
+        return None
+    host = f"[{u.hostname}]" if ":" in u.hostname else u.hostname
+    default = {"http": 80, "https": 443}[u.scheme]
+    return f"{u.scheme}://{host.lower()}" + (f":{port}" if port is not None and port != default else "")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -51,6 +72,23 @@ class HttpConfig(BaseModel):
                                     "JPEG encoding (keeps the page's polling cheap).")
     recent_events: int = Field(200, ge=1, le=10000, description="Events kept for a new page or a reconnecting "
                                "event stream (Last-Event-ID).")
+    allowed_hosts: list[str] = Field(default_factory=list, description="Host names (besides loopback and the listen "
+                                     "address) that requests may be addressed to, e.g. the name a reverse proxy "
+                                     "forwards; any other Host header gets 421, which stops DNS rebinding. '*' "
+                                     "allows any name (only behind a proxy that checks Host itself).")
+    allowed_origins: list[str] = Field(default_factory=list, description="Origins (scheme://host[:port]) besides "
+                                       "the daemon's own whose pages may send state-changing requests; any other "
+                                       "Origin (or Referer) gets 403.")
+    audit_log: Path | None = Field(None, description="API audit JSON-lines file (0600): every enrol, erase and "
+                                   "rename with time, remote address, route and outcome, never photo bytes. "
+                                   "Default: GALLERY.api-audit.jsonl beside the gallery file.")
+    body_timeout_s: float = Field(30.0, gt=0, le=3600, description="Seconds a request body may take to arrive "
+                                  "before the request gets 408 (a client that never finishes holds nothing).")
+    max_parts: int = Field(64, ge=1, le=10000, description="Most parts in one multipart form; more get 413 before "
+                           "the form is parsed.")
+    auth_failures_free: int = Field(5, ge=1, description="Wrong tokens an address may send before each further "
+                                    "one makes it wait (1 s, doubling, up to auth_backoff_max_s).")
+    auth_backoff_max_s: float = Field(60.0, gt=0, description="Longest wait after repeated wrong tokens.")
 
     @field_validator("listen")
     @classmethod
@@ -58,6 +96,28 @@ class HttpConfig(BaseModel):
         if v:
             split_listen(v)
         return v or None
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        out = []
+        for h in v:
+            name = h.strip().lower().rstrip(".")
+            if name != "*" and not _HOST_NAME.match(name):
+                raise ValueError(f"http.allowed_hosts: {h[:100]!r} is not a host name (no scheme, port or path)")
+            out.append(name)
+        return out
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        out = []
+        for o in v:
+            norm = normal_origin(o)
+            if norm is None:
+                raise ValueError(f"http.allowed_origins: {o[:100]!r} must look like https://host[:port]")
+            out.append(norm)
+        return out
 
     @field_validator("token_file")
     @classmethod

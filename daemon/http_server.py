@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 
 import uvicorn
 
@@ -17,7 +18,9 @@ from daemon.http_config import split_listen
 
 
 class HttpServer:
-    def __init__(self, app: object, listen: str, graceful_s: float = 2.0) -> None:
+    def __init__(self, app: object, listen: str, graceful_s: float = 2.0,
+                 on_stop: list[Callable[[], None]] | None = None) -> None:
+        self.on_stop = list(on_stop or [])
         host, port = split_listen(listen)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
@@ -52,4 +55,6 @@ class HttpServer:
         alive = self._thread.is_alive()
         if not alive:
             self.sock.close()
+        for close in self.on_stop:
+            close()
         return not alive

@@ -16,6 +16,7 @@ from daemon.runner import Daemon
 
 def attach_http(daemon: Daemon) -> Daemon:
     from daemon.api import make_app
+    from daemon.api_audit import ApiAudit
     from daemon.event_hub import EventHub
     from daemon.http_server import HttpServer
     from daemon.live_view import LiveView
@@ -30,7 +31,12 @@ def attach_http(daemon: Daemon) -> Daemon:
     # Ahead of the other sinks: the page learns a source's state even if a later sink is slow.
     daemon.sinks[:0] = [daemon.live_view, daemon.metrics, daemon.event_hub]
     daemon.events.observers += [daemon.live_view, daemon.metrics]
-    daemon.http = HttpServer(make_app(daemon, status), settings.http.listen)
+    g = daemon.gallery_path
+    audit_path = settings.http.audit_log or (g.with_name(g.name + ".api-audit.jsonl") if g is not None else None)
+    audit = ApiAudit(audit_path) if audit_path is not None else None
+    app = make_app(daemon, status, audit)
+    daemon.metrics.guard = app
+    daemon.http = HttpServer(app, settings.http.listen, on_stop=[audit.close] if audit else [])
     return daemon
 
 

@@ -67,6 +67,18 @@ class _DaemonCollector(Collector):
                                 value=len(getattr(matcher, "names", ())))
         yield GaugeMetricFamily("facestream_gallery_version", "Version of the gallery in use.", value=version)
         yield GaugeMetricFamily("facestream_match_threshold", "Score a face must reach to be named.", value=threshold)
+        guard = d.metrics.guard if d.metrics is not None else None
+        if guard is not None:
+            refused = CounterMetricFamily("facestream_http_refused", "HTTP requests refused before any handler ran, "
+                                          "by reason: host (DNS rebinding), origin (cross-site), header (no "
+                                          "X-Facestream-Request), token (missing or wrong), throttled (an address "
+                                          "that sent too many wrong tokens, made to wait).", labels=["reason"])
+            for reason in ("host", "origin", "header", "token", "throttled"):
+                refused.add_metric([reason], guard.refused[reason])
+            yield refused
+            if guard.audit is not None:
+                yield CounterMetricFamily("facestream_api_audit_lines", "Lines written to the API audit log.",
+                                          value=guard.audit.lines)
         yield GaugeMetricFamily("facestream_uptime_seconds", "Seconds since the pipeline started.",
                                 value=max(0.0, time.monotonic() - d.started_monotonic))
 
@@ -75,6 +87,7 @@ class DaemonMetrics:
     """One registry per daemon (tests run several in a process); a sink and an observer of the events stage."""
 
     def __init__(self, daemon: Daemon) -> None:
+        self.guard: Any = None  # the HTTP request guard, once the app is made (its refusal counters)
         self.registry = CollectorRegistry()
         self.registry.register(_DaemonCollector(daemon))
         self.events = Counter("facestream_events", "Events published, by topic.", ["topic"], registry=self.registry)

@@ -49,7 +49,9 @@ class Served:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        """What the page sends: the token when there is one, and the header that marks a request as the API
+        client's own (state-changing requests without it are refused as possibly cross-site)."""
+        return {"X-Facestream-Request": "1", **({"Authorization": f"Bearer {self.token}"} if self.token else {})}
 
     def request(self, method: str, path: str, **kw) -> requests.Response:
         kw.setdefault("timeout", 60)

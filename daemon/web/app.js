@@ -9,7 +9,8 @@ let events = null;
 let lastSeq = 0;
 
 function authHeaders() {
-  return token ? { Authorization: "Bearer " + token } : {};
+  // X-Facestream-Request: a header no cross-site form can send; the daemon refuses changes without it.
+  return token ? { Authorization: "Bearer " + token, "X-Facestream-Request": "1" } : { "X-Facestream-Request": "1" };
 }
 
 async function api(path, options = {}) {
