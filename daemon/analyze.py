@@ -21,6 +21,7 @@ import cv2
 
 from daemon.config import Settings, with_overrides
 from daemon.runner import Daemon
+from pipeline.names import file_stem, inside
 from pipeline.private_files import open_private
 
 _PAGE = """<!doctype html>
@@ -80,8 +81,8 @@ def best_frames(events: list[dict], paths: dict[str, Path], out: Path) -> dict[s
         pad = 0.4 * max(x2 - x1, y2 - y1)
         h, w = bgr.shape[:2]
         crop = bgr[max(0, int(y1 - pad)):min(h, int(y2 + pad)), max(0, int(x1 - pad)):min(w, int(x2 + pad))]
-        rel = f"best/{ident}.jpg"
-        _write_jpeg(out / rel, crop)
+        rel = f"best/{file_stem(ident)}.jpg"  # a name is never a path: '../x' or 'a/b' stay inside best/
+        _write_jpeg(inside(out, rel), crop)
         written[ident] = rel
     return written
 

@@ -56,7 +56,12 @@ def _error(status: int, message: str, **detail: Any) -> JSONResponse:
                         headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
 
 
-def make_app(daemon: Daemon, status_of: Callable[[Daemon], dict[str, Any]], audit: ApiAudit | None = None) -> Any:
+def _sees_paths(request: Request) -> bool:
+    """Server paths (gallery file, photos, video files) only for a caller who sent the token; others get labels."""
+    return bool(getattr(request.state, "token_ok", False))
+
+
+def make_app(daemon: Daemon, status_of: Callable[[Daemon, bool], dict[str, Any]], audit: ApiAudit | None = None) -> Any:
     """The API wrapped in its request guard (the guard is returned as the ASGI app; ``.app`` is FastAPI's)."""
     http = daemon.settings.http
     service = FaceService(daemon)
@@ -79,6 +84,7 @@ def make_app(daemon: Daemon, status_of: Callable[[Daemon], dict[str, Any]], audi
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         e = exc.errors()[0]
+        request.state.audit_error = f"invalid request: {e['msg']}"[:200]
         return _error(422, f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}")
 
     @app.exception_handler(Exception)
@@ -116,8 +122,8 @@ def make_app(daemon: Daemon, status_of: Callable[[Daemon], dict[str, Any]], audi
         return await run_in_threadpool(service.recognize, photos[0][1])
 
     @app.get("/v1/identities", summary="The people in the gallery, with their template counts.")
-    async def identities() -> dict[str, Any]:
-        return await run_in_threadpool(service.identities)
+    async def identities(request: Request) -> dict[str, Any]:
+        return await run_in_threadpool(service.identities, _sees_paths(request))
 
     @app.post("/v1/identities/{name}/photos", summary="Enrol one or more photos of a person (created if new); "
               "each rejected photo comes back with the quality gate's reason. The daemon uses the new gallery "
@@ -145,8 +151,8 @@ def make_app(daemon: Daemon, status_of: Callable[[Daemon], dict[str, Any]], audi
     # ---- sources, events, metrics ---------------------------------------------------------------------
     @app.get("/v1/status", summary="Sources (state, frames/s, drops, faces in view), queue depths, latency, "
              "gallery, uptime.")
-    async def status() -> dict[str, Any]:
-        return status_of(daemon)
+    async def status(request: Request) -> dict[str, Any]:
+        return status_of(daemon, _sees_paths(request))
 
     @app.get("/v1/events", summary="Server-Sent Events: every event as it is published (filter with ?topic= "
              "prefixes; Last-Event-ID resumes).", response_class=StreamingResponse)

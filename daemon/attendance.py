@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.private_files import open_private
+from pipeline.csv_files import write_rows
+from pipeline.private_files import check_output, open_private
 
 _SESSION = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -64,23 +65,62 @@ def period_of(epoch: float, sessions: list[tuple[int, int, str]]) -> str | None:
     return next((f"{day} {label}" for a, b, label in sessions if a <= minute < b), None)
 
 
-class AttendanceBook:
-    """The marks of one site: at most one per identity and period."""
+APP_ID = 0x46535441  # "FSTA": marks the file as a facestream attendance book
+SCHEMA_VERSION = 1
 
-    def __init__(self, path: Path, site: str = "site") -> None:
-        if not path.parent.is_dir():
-            raise ValueError(f"attendance folder {path.parent} does not exist")
-        if not path.is_dir():
-            open_private(path, "a").close()  # 0600: the book names people (appending nothing changes no byte)
+
+def check_book(path: Path, must_exist: bool = False) -> None:
+    """Refuse, without writing a byte, a file that is not an attendance book: a gallery, another application's
+    database, a file that is not SQLite. A missing or empty file is a new book (unless ``must_exist``)."""
+    from pipeline.gallery import APP_ID as GALLERY_APP_ID
+    from pipeline.gallery import SQLITE_MAGIC
+
+    if path.is_dir():
+        raise ValueError(f"attendance book {path} is a folder, not a file")
+    if not path.exists() or path.stat().st_size == 0:
+        if must_exist:
+            raise ValueError(f"attendance book {path} does not exist")
+        return
+    with path.open("rb") as f:
+        if f.read(16) != SQLITE_MAGIC:
+            raise ValueError(f"{path} is not an attendance book (not an SQLite database)")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            app = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(f"{path} is not an attendance book (damaged SQLite file: {exc})") from None
+    if app == GALLERY_APP_ID:
+        raise ValueError(f"{path} is a facestream gallery, not an attendance book")
+    if app not in (0, APP_ID) or (app == 0 and not tables <= {"marks"}):
+        raise ValueError(f"{path} is not an attendance book (an SQLite database of another application)")
+
+
+class AttendanceBook:
+    """The marks of one site: at most one per identity and period. ``readonly`` (reports) never writes: not a
+    table, not a mode bit."""
+
+    def __init__(self, path: Path, site: str = "site", readonly: bool = False) -> None:
+        check_book(path, must_exist=readonly)
         self.path, self.site = path, site
         self._lock = threading.Lock()
-        if path.is_dir():
-            raise ValueError(f"attendance book {path} is a folder, not a file")
+        if readonly:
+            self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+            if not {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}:
+                self._db.close()
+                raise ValueError(f"attendance book {path} holds no marks table (nobody was ever marked)")
+            return
+        check_output(path, "attendance.db")
+        open_private(path, "a").close()  # 0600: the book names people (appending nothing changes no byte)
         self._db = sqlite3.connect(str(path), check_same_thread=False)
         try:
-            self._db.execute("CREATE TABLE IF NOT EXISTS marks (site TEXT, period TEXT, identity TEXT, "
-                             "first_seen REAL, source TEXT, score REAL, PRIMARY KEY (site, period, identity))")
-            self._db.commit()
+            self._db.executescript(
+                "BEGIN; CREATE TABLE IF NOT EXISTS marks (site TEXT, period TEXT, identity TEXT, first_seen REAL, "
+                "source TEXT, score REAL, PRIMARY KEY (site, period, identity)); "
+                f"PRAGMA application_id = {APP_ID}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise ValueError(f"attendance book {path} is not an attendance book: {exc}") from None
@@ -112,14 +152,10 @@ def report(book: AttendanceBook, roster: list[str], day: str) -> dict[str, Any]:
 
 
 def write_report_csv(rep: dict[str, Any], path: Path) -> None:
-    with open_private(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["date", "identity", "status", "period", "first_seen", "source", "score"])
-        for status in ("present", "unexpected"):
-            for m in rep[status]:
-                w.writerow([rep["date"], m["identity"], status, m["period"], m["first_seen"], m["source"], m["score"]])
-        for name in rep["absent"]:
-            w.writerow([rep["date"], name, "absent", "", "", "", ""])
+    rows = [[rep["date"], m["identity"], status, m["period"], m["first_seen"], m["source"], m["score"]]
+            for status in ("present", "unexpected") for m in rep[status]]
+    rows += [[rep["date"], name, "absent", "", "", "", ""] for name in rep["absent"]]
+    write_rows(path, ["date", "identity", "status", "period", "first_seen", "source", "score"], rows)
 
 
 class AttendanceSink:

@@ -45,11 +45,12 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 def cmd_models_export(args: argparse.Namespace) -> int:
     from models.export import export_onnx, export_torchscript
     from models.registry import get_spec
+    from pipeline.private_files import check_output
 
     settings = _settings(args)
     spec = get_spec(args.model)
+    out = check_output(args.out, "models export --out")  # like every output: its folder must exist
     module = spec.loader(settings.embedder.weights_path, settings.embedder.download)
-    out = Path(args.out)
     if args.format == "onnx":
         export_onnx(module, spec.input_size, out)
     else:
@@ -122,7 +123,7 @@ def cmd_attendance_report(args: argparse.Namespace) -> int:
         dt.date.fromisoformat(day)
     except ValueError:
         raise CliError(f"--date must look like 2026-12-02, got {day!r}") from None
-    book = AttendanceBook(Path(db), args.site or a.site)
+    book = AttendanceBook(Path(db), args.site or a.site, readonly=True)  # a report never writes
     try:
         rep = report(book, read_roster(roster_path) if roster_path else [], day)
     finally:

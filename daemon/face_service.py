@@ -9,18 +9,22 @@ anywhere but the gallery file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
 import threading
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
 
+from pipeline import names
 from pipeline.gallery import Gallery, GalleryError
-from pipeline.images import ImageError, decode_rgb
+from pipeline.images import ImageError, decode_rgb, encoded_size
 from pipeline.match import decide
 from pipeline.stills import laplacian_blur
 from pipeline.track import face_quality
@@ -32,10 +36,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-# Letters (any script), digits, then also spaces, '.', '_', ''' and '-': no slashes, no control characters.
-_NAME = re.compile(r"^[^\W_][\w .'\-]{0,63}$")
-
-
 class ApiError(Exception):
     """A request the API refuses: an HTTP status and a one-line message (and optional details)."""
 
@@ -44,26 +44,25 @@ class ApiError(Exception):
         self.status, self.message, self.detail = status, message, detail
 
 
-def _clip(text: str, n: int = 100) -> str:
-    """At most ``n`` characters of what a client sent, in a message (a 10 kB name is not echoed whole)."""
-    return text if len(text) <= n else text[:n] + "..."
-
-
-def check_name(name: str) -> str:
-    """An identity name as the API accepts it (NFC, trimmed), or ApiError 422."""
-    clean = unicodedata.normalize("NFC", name).strip()
-    if not _NAME.match(clean):
-        raise ApiError(422, f"bad identity name {_clip(name)!r}: 1-64 characters, letters or digits first, then "
-                       "letters, digits, spaces, '.', '_', ''' or '-'")
-    return clean
+def check_name(name: str, existing: list[str] | None = None) -> str:
+    """An identity name under the one name rule (pipeline/names.py), not colliding with ``existing``; else 422."""
+    try:
+        return names.check_new_name(name, existing or [])
+    except names.BadName as exc:
+        raise ApiError(422, str(exc)) from None
 
 
 def existing_name(name: str) -> str:
     """A name to look up: any name the gallery may hold (``gallery add`` takes more than the API does)."""
     clean = unicodedata.normalize("NFC", name).strip()
     if not clean or len(clean) > 200 or any(unicodedata.category(c) == "Cc" for c in clean):
-        raise ApiError(422, f"bad identity name {_clip(name)!r}")
+        raise ApiError(422, f"bad identity name {names.clip(name)!r}")
     return clean
+
+
+def photo_label(path: str) -> str:
+    """A template's photo as shown without the token: its file name (an upload's label is one already)."""
+    return path if path.startswith("upload:") else Path(path).name
 
 
 def _label(filename: str | None, index: int) -> Path:
@@ -72,10 +71,39 @@ def _label(filename: str | None, index: int) -> Path:
     return Path(f"upload:{base}")
 
 
+class PixelBudget:
+    """At most ``slots`` holders at once whose pixels add up to at most ``pixels`` (one holder may always run,
+    so an image at the cap is never starved)."""
+
+    def __init__(self, pixels: int, slots: int) -> None:
+        self.pixels, self.slots = pixels, slots
+        self._used, self._holders = 0, 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def take(self, n: int) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: self._holders == 0 or (
+                self._holders < self.slots and self._used + n <= self.pixels))
+            self._used += n
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._used -= n
+                self._holders -= 1
+                self._cond.notify_all()
+
+
 class FaceService:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self._lock = threading.Lock()  # one photo request at a time: two model thread pools on 2 cores crawl
+        # Eight concurrent uploads must not hold eight decoded images (a 143 KB PNG of one colour is 147 MB
+        # decoded, and decoding and detecting it peak at ~20 bytes a pixel): at most one decode per core, and
+        # their pixels within one upload's cap.
+        self._decoding = PixelBudget(daemon.settings.http.max_upload_pixels, max(1, min(4, os.cpu_count() or 1)))
         self._engine: StillEmbedder | None = None
 
     @property
@@ -95,20 +123,31 @@ class FaceService:
             self._engine = StillEmbedder(detector, self.daemon.embedder, policy="dominant")
         return self._engine
 
-    def _decode(self, data: bytes) -> np.ndarray:
-        try:
-            return decode_rgb(data)
-        except ImageError as exc:
-            raise ApiError(413 if exc.reason == "too large" else 422, f"not a usable image: {exc}") from None
+    def _decode_upload(self, data: bytes) -> np.ndarray:
+        return decode_rgb(data, self.daemon.settings.http.max_upload_pixels)
 
     # ---- recognise ---------------------------------------------------------------------------------
     def recognize(self, data: bytes) -> dict[str, Any]:
-        image = self._decode(data)
-        with self._lock:
-            engine = self._still_engine()
-            dets = engine.detector.detect([image])[0]
-            chips = [engine.embedder.align(image, d) for d in dets]
-            vecs = engine.embedder.embed(np.stack(chips)) if chips else np.zeros((0, 1), np.float32)
+        try:
+            width, height = encoded_size(data)
+        except ImageError as exc:
+            raise ApiError(422, f"not a usable image: {exc}") from None
+        limit = self.daemon.settings.http.max_upload_pixels
+        if width * height > limit:
+            raise ApiError(413, f"not a usable image: too large: {width}x{height} exceeds {limit} pixels "
+                           "(http.max_upload_pixels)")
+        with self._decoding.take(width * height):  # held until the image is let go
+            try:
+                image = self._decode_upload(data)
+            except ImageError as exc:
+                raise ApiError(413 if exc.reason == "too large" else 422, f"not a usable image: {exc}") from None
+            with self._lock:
+                engine = self._still_engine()
+                dets = engine.detector.detect([image])[0]
+                chips = [engine.embedder.align(image, d) for d in dets]
+                vecs = engine.embedder.embed(np.stack(chips)) if chips else np.zeros((0, 1), np.float32)
+            height, width = image.shape[:2]
+            del image
         matcher, threshold, margin, version = self.daemon.match.state()
         gate = self.daemon.match.gate
         faces = []
@@ -126,7 +165,7 @@ class FaceService:
                 "score": round(r.score, 4), "margin": round(r.margin, 4),
                 "candidates": [{"identity": n, "score": round(s, 4)} for n, s in r.candidates[:3]],
             })
-        return {"faces": faces, "width": int(image.shape[1]), "height": int(image.shape[0]),
+        return {"faces": faces, "width": int(width), "height": int(height),
                 "threshold": round(threshold, 4), "margin_required": round(margin, 4), "gallery_version": version,
                 "model": self.daemon.embedder.model_id}
 
@@ -139,15 +178,17 @@ class FaceService:
         except GalleryError as exc:  # replaced or damaged on disk since the daemon started: it keeps the old one
             raise ApiError(503, f"the gallery file cannot be used now: {exc}") from None
 
-    def identities(self) -> dict[str, Any]:
+    def identities(self, paths: bool = False) -> dict[str, Any]:
+        """The gallery's people; ``paths``: the photos' and gallery's paths on this machine, else their labels
+        (file names), which is all a caller without the token is shown."""
         if self.gallery_path is None:
             return {"identities": [], "gallery": None, "version": 0, "threshold": None, "margin": 0.0}
         g = self._open()
         try:
             people = [{"name": p.name, "templates": len(p.paths), "outliers": int(p.outlier.sum()),
-                       "photos": p.paths} for p in g.identities()]
-            return {"identities": people, "gallery": str(g.path), "version": g.version, "threshold": g.threshold,
-                    "margin": g.margin}
+                       "photos": p.paths if paths else [photo_label(x) for x in p.paths]} for p in g.identities()]
+            return {"identities": people, "gallery": str(g.path) if paths else g.path.name, "version": g.version,
+                    "threshold": g.threshold, "margin": g.margin}
         finally:
             g.close()
 
@@ -174,19 +215,17 @@ class FaceService:
             while label in report:
                 label = Path(f"{label}~{i + 1}")
             report[label] = {"photo": filename or label.name, "enrolled": False, "reason": None}
-            try:
-                items.append((label, hashlib.sha256(data).hexdigest(), decode_rgb(data)))
-            except ImageError as exc:
-                report[label]["reason"] = str(exc)
+            items.append((label, hashlib.sha256(data).hexdigest(), data))
         g = self._open()
         gs = self.daemon.settings.gallery
         try:
-            with self._lock:
+            name = check_name(name, g.names())
+            with self._decoding.take(self.daemon.settings.http.max_upload_pixels), self._lock:  # one at a time
                 engine = self._still_engine()
                 engine.cache = g.cache()
-                results = engine.embed_images(items)
+                results = engine.embed_encoded(items, self._decode_upload)
                 result = enrol(engine, g, name, [], QualityGates(gs.min_face_px, gs.min_blur, gs.min_prob),
-                               gs.target_far, results)
+                               gs.target_far, results, refuse_shared=True)
         finally:
             g.close()
         skipped = {Path(s["path"]): s["reason"] for s in result["skipped_files"]}
@@ -211,7 +250,7 @@ class FaceService:
                 try:
                     removed = g.remove(name)
                 except GalleryError:
-                    raise ApiError(404, f"no identity named {name!r} in the gallery") from None
+                    raise ApiError(404, f"no identity named {names.clip(name)!r} in the gallery") from None
                 cal = recalibrate(g, self.daemon.settings.gallery.target_far)
         finally:
             g.close()
@@ -228,11 +267,13 @@ class FaceService:
         try:
             with self._lock:
                 try:
-                    g.rename(old, new)
+                    new = g.rename(old, new)
                 except GalleryError as exc:
                     if "already exists" in str(exc):
-                        raise ApiError(409, f"an identity named {new!r} already exists") from None
-                    raise ApiError(404, f"no identity named {old!r} in the gallery") from None
+                        raise ApiError(409, f"an identity named {names.clip(new)!r} already exists") from None
+                    if "too like" in str(exc):
+                        raise ApiError(409, str(exc)) from None
+                    raise ApiError(404, f"no identity named {names.clip(old)!r} in the gallery") from None
                 recalibrate(g, self.daemon.settings.gallery.target_far)
         finally:
             g.close()

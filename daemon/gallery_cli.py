@@ -87,6 +87,9 @@ def cmd_add(args: argparse.Namespace, settings: Settings, out: Callable[[dict, b
     assert gallery is not None
     result = enrol(engine, gallery, name, [Path(p) for p in args.images], _gates(settings),
                    settings.gallery.target_far, results)
+    for row in result.get("shared_photos", []):
+        print(f"facestream: warning: {row['path']} is also enrolled for {row['also_enrolled_for']}: one of the two "
+              "names is probably wrong", file=sys.stderr)
     out({**result, **summary}, args.json)
     return 0 if result["added"] else 1
 
@@ -108,16 +111,18 @@ def cmd_rename(args: argparse.Namespace, settings: Settings, out: Callable[[dict
     from tools.calibrate import recalibrate
 
     gallery = Gallery.open(_gallery_path(args, settings))
-    gallery.rename(args.old, args.new)
+    new = gallery.rename(args.old, args.new)
     recalibrate(gallery, settings.gallery.target_far)
-    out({"renamed": args.old, "to": args.new}, args.json)
+    out({"renamed": args.old, "to": new}, args.json)
     return 0
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
     from pipeline.gallery import Gallery
 
-    people = Gallery.open(_gallery_path(args, settings)).identities()
+    gallery = Gallery.open(_gallery_path(args, settings))
+    _warn_bad_names(gallery)
+    people = gallery.identities()
     rows = [{"identity": p.name, "templates": len(p.paths), "outliers": int(p.outlier.sum())} for p in people]
     print_rows(rows, args.json, "{identity:<32} {templates:>4} template(s)  {outliers} outlier(s)")
     return 0
@@ -126,8 +131,19 @@ def cmd_list(args: argparse.Namespace, settings: Settings, out: Callable[[dict, 
 def cmd_info(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
     from pipeline.gallery import Gallery
 
-    out(Gallery.open(_gallery_path(args, settings)).info(), args.json)
+    gallery = Gallery.open(_gallery_path(args, settings))
+    _warn_bad_names(gallery)
+    out(gallery.info(), args.json)
     return 0
+
+
+def _warn_bad_names(gallery: Any) -> None:
+    """A gallery from before the name rule opens and matches; its bad names are pointed out once per command."""
+    from pipeline.names import clip
+
+    for name in gallery.bad_names():
+        print(f"facestream: warning: identity {clip(name)!r} does not follow the name rule: rename it with "
+              f"'facestream gallery rename OLD NEW --gallery {gallery.path}'", file=sys.stderr)
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
@@ -174,9 +190,9 @@ def cmd_identify(args: argparse.Namespace, settings: Settings, out: Callable[[di
     matcher = make_matcher(kind, people, augment=settings.gallery.augment)
     point = gallery_point(gallery, people, kind, settings.gallery.target_far, args.threshold, args.margin)
     print(f"facestream: matching at {point.describe()}", file=sys.stderr)
-    probes = collect_sources(args.probes, args.role)
+    probes = collect_sources(args.probes, args.role, strict=False)
     if args.unknown_probes:
-        strangers = collect_sources(args.unknown_probes)
+        strangers = collect_sources(args.unknown_probes, strict=False)
         if clash := sorted({s.identity for s in strangers} & set(gallery.names())):
             raise ValueError(f"{args.unknown_probes}: {', '.join(clash[:5])} enrolled; unknown probes must show "
                              "people who are not in the gallery")

@@ -44,7 +44,7 @@ def photos_from(content_type: str, body: bytes, max_parts: int = 64) -> list[tup
     kind = content_type.split(";", 1)[0].strip().lower()
     if kind != "multipart/form-data":
         if kind and not (kind.startswith("image/") or kind == "application/octet-stream"):
-            raise ApiError(415, f"send an image (image/* or multipart/form-data with files), not {kind}")
+            raise ApiError(415, f"send an image (image/* or multipart/form-data with files), not {kind[:100]}")
         return [(None, body)] if body else []
     boundary = _boundary(content_type)
     if boundary is None:

@@ -67,6 +67,9 @@ class HttpConfig(BaseModel):
     token_file: Path | None = Field(None, description="A file holding the API token (first line).")
     max_upload_mb: float = Field(10.0, gt=0, le=200, description="Largest request body accepted (photo uploads); "
                                  "larger ones get 413 before they are read.")
+    max_upload_pixels: int = Field(24_000_000, ge=10_000, le=200_000_000, description="Largest uploaded image, "
+                                   "width x height, read from its header before decoding (offline files allow "
+                                   "50 MP): a small PNG of one colour can decode to gigabytes.")
     max_photos: int = Field(20, ge=1, le=200, description="Most photos in one enrol request.")
     snapshot_max_width: int = Field(960, ge=64, description="Snapshots wider than this are scaled down before "
                                     "JPEG encoding (keeps the page's polling cheap).")

@@ -187,6 +187,7 @@ class RequestGuard:
                 self.throttle.failed(addr)
                 return 401, "missing or wrong API token (Authorization: Bearer TOKEN)", "token", 0.0
             self.throttle.succeeded(addr)
+            scope.setdefault("state", {})["token_ok"] = True  # handlers may show server paths to this caller
         elif unsafe and headers.get(CSRF_HEADER, "").strip() != "1":
             return (403, "a state-changing request needs the header 'X-Facestream-Request: 1' (or the API token): "
                     "cross-site forms cannot send it", "header", 0.0)

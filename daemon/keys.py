@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from pipeline.private_files import open_private
+from pipeline.private_files import check_output
 
 SERVER_NAME = "server"
 ZMQ_ADDRESS = re.compile(r"^(tcp|ipc|inproc)://\S+$")
@@ -39,21 +39,29 @@ def is_loopback(addr: str) -> bool:
 def generate(out_dir: Path, force: bool = False) -> tuple[Path, Path]:
     """Write ``server.key`` and ``server.key_secret`` in ``out_dir``, both 0600 from the first byte;
     existing key files are replaced only with ``force`` (clients holding the old public key stop working)."""
+    import tempfile
+
     import zmq.auth
 
     if not out_dir.is_dir():
         raise ValueError(f"key folder {out_dir} does not exist")
     public, secret = out_dir / f"{SERVER_NAME}.key", out_dir / f"{SERVER_NAME}.key_secret"
+    for p in (public, secret):
+        check_output(p, "keys generate")  # a symlink or folder there: refused before anything is written
     existing = [p for p in (public, secret) if p.exists()]
     if existing and not force:
         raise ValueError(f"{existing[0]} exists; pass --force to replace the key pair")
-    for p in (public, secret):
-        # zmq writes with open(..., "w"): truncating a file keeps its mode, so the secret is never
-        # readable by others, not even between its creation and a chmod.
-        open_private(p, "w").close()
-    made = zmq.auth.create_certificates(out_dir, SERVER_NAME)
-    if (Path(made[0]), Path(made[1])) != (public, secret):
-        raise RuntimeError(f"zmq wrote its certificates as {made}, expected {public} and {secret}")
+    # zmq writes its certificates by path with open(..., "w"). It writes them into a fresh private folder of
+    # ours (0700: nothing can be planted there and nobody else can read them), and they are moved into place:
+    # a rename replaces whatever entry is there, never a file it points at.
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".keys-") as tmp:
+        made = [Path(m) for m in zmq.auth.create_certificates(tmp, SERVER_NAME)]
+        for m in made:
+            m.chmod(0o600)
+        if [m.name for m in made] != [public.name, secret.name]:
+            raise RuntimeError(f"zmq wrote its certificates as {made}, expected {public.name} and {secret.name}")
+        os.replace(made[1], secret)
+        os.replace(made[0], public)
     return public, secret
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 from collections import defaultdict
 from pathlib import Path
 
 import cv2
 
+from pipeline.csv_files import write_dicts
 from pipeline.private_files import open_private, tighten
 from pipeline.types import MatchedFrame
 
@@ -43,12 +43,9 @@ class Timeline:
         return out
 
     def write(self, path: Path) -> None:
-        """The CSV names people: created, or truncated and tightened, mode 0600."""
-        with open_private(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=["source", "identity", "first_seen_s", "last_seen_s",
-                                              "seconds_on_screen", "appearances"])
-            w.writeheader()
-            w.writerows(self.rows())
+        """The CSV names people: created, or truncated and tightened, mode 0600; formulas escaped."""
+        write_dicts(path, ["source", "identity", "first_seen_s", "last_seen_s", "seconds_on_screen", "appearances"],
+                    self.rows())
 
 
 class Annotator:

@@ -22,7 +22,9 @@ from daemon.config import Settings
 from daemon.engines import check_gallery_model
 from daemon.memory import pin_mmap_threshold
 from daemon.outputs import Annotator, Timeline
+from daemon.preflight import check_outputs, hold_gallery
 from daemon.sinks import JsonlSink, StdoutSink, ZmqPublisher
+from daemon.startup import stop_requested
 from models.detector import DetectorSettings, MTCNNDetector
 from models.embedder import load_embedder
 from pipeline.detect import DetectSchedule, DetectStage
@@ -31,6 +33,7 @@ from pipeline.events import EventsStage
 from pipeline.gallery import Gallery
 from pipeline.match import CentroidMatcher, Matcher, make_matcher
 from pipeline.match_stage import FaceGate, MatchStage
+from pipeline.names import clip
 from pipeline.operating_point import gallery_point
 from pipeline.sources import SourceSpec, VideoSource, parse_source
 from pipeline.track import TrackStage
@@ -58,6 +61,7 @@ class Daemon:
                  source_options: dict[str, Any] | None = None) -> None:
         if not settings.sources and not settings.http.listen:
             raise ValueError("no sources: pass --source URI or set sources in the config")
+        check_outputs(settings)  # every file it will write, before it writes any
         self.settings = settings
         p = settings.pipeline
         self.specs = [_spec(uri) for uri in settings.sources]
@@ -71,6 +75,7 @@ class Daemon:
             pin_mmap_threshold()
         self.gallery_path = gallery_path
         matcher, threshold, margin, version, model_id = self._load_gallery()
+        self._gallery_fd = hold_gallery(gallery_path) if gallery_path is not None else None
         e = settings.embedder
         name, flip = check_gallery_model(model_id, f"gallery {gallery_path}") if model_id else (e.model, e.flip)
         if p.threads_per_stage > 0:
@@ -181,6 +186,10 @@ class Daemon:
             point = gallery_point(g, people, kind, self.settings.gallery.target_far, p.threshold, p.margin)
             log.info("operating_point", threshold=point.threshold, margin=point.margin, source=point.source,
                      identities=len(people))
+            if bad := g.bad_names():
+                log.warning("identity_names_not_allowed", names=[clip(n) for n in bad[:10]], count=len(bad),
+                            hint="names from before the name rule still match; rename each with 'facestream gallery "
+                            "rename OLD NEW'")
             return matcher, point.threshold, point.margin, g.version, g.model_id
         finally:
             g.close()
@@ -241,6 +250,9 @@ class Daemon:
             signal.signal(signal.SIGINT, self.request_stop)
             if hasattr(signal, "SIGHUP"):
                 signal.signal(signal.SIGHUP, self.request_reload)
+            if (early := stop_requested()) is not None:  # a SIGTERM/SIGINT while it was starting
+                log.info("stop_requested_during_start_up", signal=early)
+                self._stop.set()
         zmq = next((s for s in self.sinks if isinstance(s, ZmqPublisher)), None)
         wait = self.settings.sinks.zmq_wait_subscriber_s
         if zmq is not None and wait > 0 and not zmq.wait_for_subscriber(wait):
@@ -306,6 +318,9 @@ class Daemon:
             log.warning("http_server_not_stopped_in_time")
         failed = [s.source_id for s in self.sources if s.failed]
         all_failed = bool(self.sources) and len(failed) == len(self.sources)
+        if self._gallery_fd is not None:
+            os.close(self._gallery_fd)  # and its advisory lock
+            self._gallery_fd = None
         log.info("daemon_stopped", drained=ok, events=self.events.events_sent, failed_sources=failed)
         if all_failed:
             log.error("every_source_failed", sources=failed)

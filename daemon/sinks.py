@@ -6,8 +6,10 @@ No sink may stall the pipeline: the ZeroMQ publisher never blocks and counts wha
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import stat
 import sys
 import threading
 import time
@@ -20,7 +22,7 @@ import structlog
 import zmq
 
 from daemon.keys import ZMQ_ADDRESS, is_loopback, load_public, load_secret
-from pipeline.private_files import PRIVATE_MODE
+from pipeline.private_files import check_output, open_fd
 
 DEFAULT_ADDR = "tcp://127.0.0.1:5556"
 
@@ -164,21 +166,24 @@ class JsonlSink:
 
     The file is mode 0600 (an existing looser one is tightened): events name people. ``close`` fsyncs.
     A torn last line left by a killed daemon is dropped before appending, so the log stays one JSON
-    object per line.
+    object per line. A symlink is refused, and one daemon at a time holds the file (an advisory lock):
+    two daemons appending to one log interleave their events.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        p = Path(path).expanduser()
-        if not p.parent.is_dir():
-            raise ValueError(f"event log directory does not exist: {p.parent}")
-        if p.is_dir():
-            raise ValueError(f"event log path is a directory: {p}")
+        p = check_output(path, "event log")
         self.path = p
         self._lock = threading.Lock()
-        fd = os.open(p, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, PRIVATE_MODE)
+        fd = open_fd(p, os.O_RDWR | os.O_APPEND | os.O_CREAT)
         try:
-            os.fchmod(fd, PRIVATE_MODE)
-            _end_with_complete_line(fd, p)
+            self._regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            if self._regular:  # a FIFO or device is written to as it is
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise ValueError(f"event log {p} is in use by another facestream daemon: give each daemon "
+                                     "its own file") from None
+                _end_with_complete_line(fd, p)
         except BaseException:
             os.close(fd)
             raise
@@ -197,7 +202,8 @@ class JsonlSink:
         with self._lock:
             if self._file is not None:
                 self._file.flush()
-                os.fsync(self._file.fileno())
+                if self._regular:  # a device or FIFO cannot be fsynced
+                    os.fsync(self._file.fileno())
                 self._file.close()
                 self._file = None
 

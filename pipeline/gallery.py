@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import names
 from pipeline.cache import SCHEMA as CACHE_SCHEMA
 from pipeline.cache import EmbeddingCache
 from pipeline.private_files import PRIVATE_MODE, tighten
@@ -270,6 +271,14 @@ class Gallery:
         """Write ``people`` (replacing same-named ones) in one transaction; drop the rest unless
         ``keep_others``. ``sources`` maps identity names to the hashes of every photo offered for
         them, enrolled or not, so removing a person can erase all of their cached embeddings."""
+        kept = [n for n in self.names() if n not in {p.name for p in people}] if keep_others else []
+        for p in people:
+            if not names.is_valid(p.name):
+                raise GalleryError(str(names.BadName(f"bad identity name {names.clip(p.name)!r}: {names.RULE}")))
+        if clash := names.collisions([*kept, *(p.name for p in people)]):
+            a, b = clash[0]
+            raise GalleryError(f"identity name {names.clip(b)!r} is too like {names.clip(a)!r} (the same after case "
+                               "folding and look-alike characters): use one name for one person")
         now = time.time()
         with self.conn as cur:
             for name, shas in (sources or {}).items():
@@ -311,9 +320,17 @@ class Gallery:
             self._touch(cur)
         return len(templates)
 
-    def rename(self, old: str, new: str) -> None:
-        if not new.strip():
-            raise GalleryError("the new name must not be empty")
+    def rename(self, old: str, new: str) -> str:
+        """Rename ``old`` (any name the gallery holds, old bad ones included) to ``new`` under the name rule;
+        returns the new name as stored."""
+        try:
+            new = names.check_new_name(new, self.names(), same=old)
+        except names.BadName as exc:
+            raise GalleryError(str(exc)) from None
+        if new == old:
+            if old not in self.names():
+                raise GalleryError(f"no identity named {names.clip(old)!r} in {self.path}")
+            return new  # nothing to change
         with self.conn as cur:
             if cur.execute("SELECT 1 FROM identities WHERE name = ?", (new,)).fetchone():
                 raise GalleryError(f"an identity named {new!r} already exists")
@@ -322,6 +339,11 @@ class Gallery:
                 raise GalleryError(f"no identity named {old!r} in {self.path}")
             cur.execute("UPDATE sources SET identity = ? WHERE identity = ?", (new, old))
             self._touch(cur)
+        return new
+
+    def bad_names(self) -> list[str]:
+        """Names stored before the name rule that it refuses now: they still match, and should be renamed."""
+        return [n for n in self.names() if not names.is_valid(n)]
 
     def info(self) -> dict:
         n_id = self.conn.execute("SELECT COUNT(*) FROM identities").fetchone()[0]

@@ -55,6 +55,19 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     return _decode(io.BytesIO(data), max_pixels)
 
 
+def encoded_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from an image's header, without decoding it; ImageError when it is no image."""
+    if not data:
+        raise ImageError("empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except UnidentifiedImageError:
+        raise ImageError("not an image") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError("truncated or corrupt", str(exc)) from None
+
+
 def _decode(source: Path | io.BytesIO, max_pixels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():

@@ -6,7 +6,7 @@ same way and reuses the same cached vectors.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +135,28 @@ class StillEmbedder:
         for start in range(0, len(todo), self.chunk):
             part = todo[start : start + self.chunk]
             self._compute_images([r for r, _ in part], [im for _, im in part])
+        return results
+
+    def embed_encoded(self, items: list[tuple[Path, str, bytes]],
+                      decode: Callable[[bytes], np.ndarray]) -> list[FaceResult]:
+        """Uploads, (label, sha256, encoded bytes): cached ones are not decoded at all, the others one at a time,
+        so a request of many large photos holds one decoded image, not all of them."""
+        results = []
+        for label, sha, data in items:
+            hit = self.cache.get(sha, self.context)
+            if hit is not None:
+                results.append(FaceResult(label, sha, hit.vec, hit.reason, hit.info))
+                self.cached += 1
+                continue
+            result = FaceResult(label, sha, None, None, {})
+            results.append(result)
+            try:
+                image = decode(data)
+            except ImageError as exc:
+                result.reason = str(exc)
+                continue
+            self._compute_images([result], [image])
+            del image
         return results
 
     def _compute(self, items: list[FaceResult]) -> None:

@@ -318,3 +318,93 @@ def test_schemathesis_finds_no_server_error(request, api: str, tmp_path) -> None
     assert r.returncode == 0, r.stdout[-4000:]
     assert "passed" in summary and "failed" not in summary.lower(), summary
     assert served.log.read_text().count("Traceback") == before
+
+
+def _rss_mb(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def _png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("P", (width, height), 3).save(buf, format="PNG")  # one colour: tiny file, huge decode
+    return buf.getvalue()
+
+
+def test_eight_concurrent_decompression_bombs_stay_under_a_gigabyte(tmp_path, stills_gallery) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    g = tmp_path / "gallery.db"
+    shutil.copy(stills_gallery, g)
+    s = Served(["serve", "--gallery", str(g)], tmp_path / "serve.log")
+    try:
+        big, under = _png(7000, 7000), _png(4800, 4800)  # 49 MP (over the 24 MP upload cap) and 23 MP
+        assert len(big) < 300_000
+        base = _rss_mb(s.proc.pid)
+        with ThreadPoolExecutor(8) as pool:
+            over = list(pool.map(lambda _: s.post("/v1/recognize", data=big, headers={"Content-Type": "image/png"}),
+                                 range(8)))
+        peak_over = _rss_mb(s.proc.pid, "VmHWM")
+        with ThreadPoolExecutor(8) as pool:
+            ok = list(pool.map(lambda _: s.post("/v1/recognize", data=under, headers={"Content-Type": "image/png"}),
+                               range(8)))
+        peak = _rss_mb(s.proc.pid, "VmHWM")
+        print(f"8 x 7000x7000 PNG ({len(big)} B): {[r.status_code for r in over]}, peak RSS +{peak_over - base:.0f} MB;"
+              f" 8 x 4800x4800: {[r.status_code for r in ok]}, peak RSS +{peak - base:.0f} MB (base {base:.0f} MB)")
+    finally:
+        s.stop()
+    assert all(r.status_code == 413 and "too large" in r.json()["error"]["message"] for r in over)
+    assert all(r.status_code == 200 and r.json()["faces"] == [] for r in ok)
+    assert peak - base < 1024
+
+
+def test_the_status_answers_within_a_second_while_a_huge_form_is_refused(open_api) -> None:
+    import threading as th
+
+    boundary = "x" * 20
+    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nv\r\n'.encode()
+                    for i in range(100_000)) + f"--{boundary}--\r\n".encode()
+    result: dict = {}
+
+    def send() -> None:
+        result["r"] = open_api.post("/v1/identities/someone/photos", data=body,
+                                    headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+    t = th.Thread(target=send)
+    t.start()
+    latencies = []
+    while t.is_alive() or not latencies:
+        t0 = time.monotonic()
+        assert open_api.get("/v1/status", timeout=5).status_code == 200
+        latencies.append(time.monotonic() - t0)
+    t.join()
+    print(f"{len(body) / 1e6:.1f} MB form of 100,000 fields: {result['r'].status_code}; /v1/status max "
+          f"{max(latencies) * 1000:.0f} ms over {len(latencies)} requests")
+    assert result["r"].status_code == 413
+    assert max(latencies) < 1.0
+
+
+def test_without_the_token_the_api_shows_labels_not_server_paths(open_api, token_api) -> None:
+    plain = open_api.get("/v1/identities").json()
+    assert plain["gallery"] == "gallery.db"
+    photos = [p for person in plain["identities"] for p in person["photos"]]
+    assert photos and not any("/" in p for p in photos), photos
+    assert open_api.get("/v1/status").json()["gallery"]["path"] == "gallery.db"
+    full = token_api.get("/v1/identities").json()
+    assert full["gallery"] == str(token_api.gallery)
+    assert all(p.startswith("/") for person in full["identities"] for p in person["photos"] if ":" not in p[:8])
+
+
+def test_one_photo_cannot_be_enrolled_under_a_second_name(open_api, data_dir) -> None:
+    biden = (data_dir / f"{STILLS}/biden.jpg").read_bytes()  # joe_biden's own reference photo
+    r = open_api.post("/v1/identities/not_biden/photos", files={"p": ("biden.jpg", biden)})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["photos"][0]["reason"] == "already enrolled for joe_biden"
+    r = open_api.post("/v1/identities/JOE_BIDEN/photos", files={"p": ("biden.jpg", biden)})
+    assert r.status_code == 422 and "too like the existing 'joe_biden'" in r.json()["error"]["message"], r.text

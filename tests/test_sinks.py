@@ -136,9 +136,9 @@ def test_jsonl_sink_is_private_and_parses_line_by_line(tmp_path: Path) -> None:
 
 def test_jsonl_sink_needs_an_existing_directory(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
-    with pytest.raises(ValueError, match=f"^event log directory does not exist: {re.escape(str(missing))}$"):
+    with pytest.raises(ValueError, match=f"^event log: folder {re.escape(str(missing))} does not exist$"):
         JsonlSink(missing / "events.jsonl")
-    with pytest.raises(ValueError, match=r"^event log path is a directory: "):
+    with pytest.raises(ValueError, match=r"^event log: .* is a folder, not a file$"):
         JsonlSink(tmp_path)
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.gallery import Gallery, Identity
-from pipeline.private_files import open_private
+from pipeline.names import BadName, check_new_name, clean_name, clip, collisions
+from pipeline.private_files import check_output, open_private
 from pipeline.stills import FaceResult, StillEmbedder
 from tools.calibrate import recalibrate
 from tools.reports import write_csv
@@ -45,17 +46,25 @@ class Source:
     identity: str
 
 
-def collect_sources(src: str | Path, role: str | None = None) -> list[Source]:
-    """A folder of identity folders, or a CSV ``filename,identity[,role]`` (paths relative to it)."""
+def collect_sources(src: str | Path, role: str | None = None, strict: bool = True) -> list[Source]:
+    """A folder of identity folders, or a CSV ``filename,identity[,role]`` (paths relative to it). Names that
+    will be enrolled follow the name rule (``strict``); probes' labels are only compared, never stored."""
+    name_of = clean_name if strict else str
     src = Path(src)
     if src.is_dir():
         if role:
             raise ValueError("--role applies to a CSV source, not a folder")
         out = []
         for d in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            out += [Source(f, d.name) for f in sorted(d.rglob("*")) if f.is_file() and not f.name.startswith(".")]
+            try:
+                name = name_of(d.name)
+            except BadName as exc:
+                raise ValueError(f"{src}: folder {clip(d.name)!r}: {exc}") from None
+            out += [Source(f, name) for f in sorted(d.rglob("*")) if f.is_file() and not f.name.startswith(".")]
         if not out:
             raise ValueError(f"{src}: no identity folders with files in them")
+        if strict:
+            _refuse_collisions(src, out)
         return out
     if not src.is_file():
         raise ValueError(f"{src} is neither a folder nor a CSV file")
@@ -74,12 +83,26 @@ def collect_sources(src: str | Path, role: str | None = None) -> list[Source]:
                 name, ident = (r.get("filename") or "").strip(), (r.get("identity") or "").strip()
                 if not name or not ident:
                     raise ValueError(f"{src}:{reader.line_num}: row needs a filename and an identity")
+                try:
+                    ident = name_of(ident)
+                except BadName as exc:
+                    raise ValueError(f"{src}:{reader.line_num}: {exc}") from None
                 out.append(Source(src.parent / name, ident))
     except UnicodeDecodeError:
         raise ValueError(f"{src}: not a UTF-8 CSV file") from None
     if not out:
         raise ValueError(f"{src}: no rows" + (f" with role {role!r}" if role else ""))
+    if strict:
+        _refuse_collisions(src, out)
     return out
+
+
+def _refuse_collisions(src: Path, sources: list[Source]) -> None:
+    """Two spellings of one name (``JOE_BIDEN`` and ``joe_biden``) would enrol one person twice."""
+    if clash := collisions(dict.fromkeys(s.identity for s in sources)):
+        a, b = clash[0]
+        raise ValueError(f"{src}: identity names {clip(a)!r} and {clip(b)!r} are too alike (the same after case "
+                         "folding and look-alike characters): use one name for one person")
 
 
 def holdout(sources: list[Source], n: int, seed: int) -> tuple[list[Source], list[str]]:
@@ -196,18 +219,26 @@ def build(engine: StillEmbedder, gallery: Gallery, sources: list[Source], gates:
 
 
 def enrol(engine: StillEmbedder, gallery: Gallery, name: str, paths: list[Path], gates: QualityGates,
-          target_far: float = DEFAULT_TARGET_FAR, results: list[FaceResult] | None = None) -> dict:
+          target_far: float = DEFAULT_TARGET_FAR, results: list[FaceResult] | None = None,
+          refuse_shared: bool = False) -> dict:
     """Add photos to one identity (created if new) without touching anyone else; one transaction; then
-    calibrate the gallery again. ``results``: faces already embedded (from a video) instead of ``paths``."""
-    name = name.strip()
-    if not name:
-        raise ValueError("identity name must not be empty")
-    existing = {p.name: p for p in gallery.identities()}.get(name)
+    calibrate the gallery again. ``results``: faces already embedded (from a video) instead of ``paths``.
+    A photo enrolled for someone else is refused with ``refuse_shared``, else listed in ``shared_photos``."""
+    people = gallery.identities()
+    name = check_new_name(name, [p.name for p in people])
+    existing = {p.name: p for p in people}.get(name)
+    owners = {sha: p.name for p in people if p.name != name for sha in p.sha256s}
     results = list(results) if results is not None else engine.embed_files(paths)
     have = set(existing.sha256s) if existing else set()
-    added, skipped = [], []
+    added, skipped, shared = [], [], []
     for r in results:
         reason = r.reason or ("already enrolled" if r.sha256 in have else None) or gates.check(r.info)
+        if reason is None and r.sha256 in owners:
+            # One photo, two people: one of the two names is wrong. The API refuses it; the CLI warns.
+            if refuse_shared:
+                reason = f"already enrolled for {owners[r.sha256]}"
+            else:
+                shared.append({"path": str(r.path), "also_enrolled_for": owners[r.sha256]})
         if reason:
             skipped.append({"path": str(r.path), "identity": name, "reason": reason})
             continue
@@ -231,6 +262,7 @@ def enrol(engine: StillEmbedder, gallery: Gallery, name: str, paths: list[Path],
     else:
         calibration = {"threshold": gallery.threshold, "margin": gallery.margin}
     return {"identity": name, "added": len(added), "skipped": len(skipped), "skipped_files": skipped,
+            **({"shared_photos": shared} if shared else {}),
             "embedded": engine.computed, "from_cache": engine.cached, "threshold": calibration["threshold"],
             "margin": calibration["margin"]}
 
@@ -240,8 +272,9 @@ def export(gallery: Gallery, out_prefix: Path) -> tuple[Path, Path]:
     0600 whether new or overwritten: they hold every enrolled person's name and face templates."""
     import json
 
+    npz = check_output(f"{out_prefix}.npz", "gallery export --out")  # both checked before either is written
+    meta = check_output(f"{out_prefix}.json", "gallery export --out")
     people = gallery.identities()
-    npz, meta = Path(f"{out_prefix}.npz"), Path(f"{out_prefix}.json")
     with open_private(npz, "wb") as f:  # a file object: numpy would open the path 0666 less the umask
         np.savez(f, names=np.array([p.name for p in people]),
                  centroids=np.stack([p.centroid for p in people]) if people else np.zeros((0, gallery.dim)),

@@ -3,19 +3,16 @@ they name people (paths, identities, confusions)."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
+from pipeline.csv_files import write_dicts
 from pipeline.private_files import open_private
 
 
 def write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
-    """Write ``rows`` under a header of ``fields``; the file is created, or truncated and tightened, 0600."""
-    with open_private(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
+    """Write ``rows`` under a header of ``fields``; 0600, formulas escaped (pipeline/csv_files.py)."""
+    write_dicts(path, fields, rows)
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int) -> None:
