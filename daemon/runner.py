@@ -23,8 +23,8 @@ from daemon.engines import check_gallery_model
 from daemon.memory import pin_mmap_threshold
 from daemon.outputs import Annotator, Timeline
 from daemon.preflight import check_outputs, hold_gallery
+from daemon.signals import stop_requested
 from daemon.sinks import JsonlSink, StdoutSink, ZmqPublisher
-from daemon.startup import stop_requested
 from models.detector import DetectorSettings, MTCNNDetector
 from models.embedder import load_embedder
 from pipeline.detect import DetectSchedule, DetectStage

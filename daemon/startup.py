@@ -9,23 +9,11 @@ does when running.
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 
-_requested: list[int] = []
+from daemon.signals import install_early
+
 LONG_RUNNING = frozenset({"run", "serve"})
-
-
-def _early(signum: int, _frame: object) -> None:
-    if _requested:
-        os._exit(130)
-    _requested.append(signum)
-
-
-def stop_requested() -> int | None:
-    """The signal that arrived before the daemon installed its own handlers, if one did."""
-    return _requested[0] if _requested else None
 
 
 def _command(argv: list[str]) -> str | None:
@@ -43,8 +31,7 @@ def _command(argv: list[str]) -> str | None:
 
 def main() -> None:
     if _command(sys.argv[1:]) in LONG_RUNNING:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, _early)
+        install_early()
     from daemon.cli import main as cli_main
 
     sys.exit(cli_main())
