@@ -72,8 +72,8 @@ SCHEMA_VERSION = 1
 def check_book(path: Path, must_exist: bool = False) -> None:
     """Refuse, without writing a byte, a file that is not an attendance book: a gallery, another application's
     database, a file that is not SQLite. A missing or empty file is a new book (unless ``must_exist``)."""
-    from pipeline.gallery import APP_ID as GALLERY_APP_ID
-    from pipeline.gallery import SQLITE_MAGIC
+    from pipeline.gallery.sqlite import APP_ID as GALLERY_APP_ID
+    from pipeline.gallery.sqlite import SQLITE_MAGIC
 
     if path.is_dir():
         raise ValueError(f"attendance book {path} is a folder, not a file")

@@ -10,8 +10,8 @@ from models.registry import EMBEDDERS, model_id_for, split_model_id
 
 if TYPE_CHECKING:
     from models.embedder import Embedder
-    from pipeline.cache import EmbeddingCache
-    from pipeline.stills import StillEmbedder
+    from pipeline.gallery.cache import EmbeddingCache
+    from pipeline.gallery.stills import StillEmbedder
 
 
 def configured_embedder(settings: Settings) -> Embedder:
@@ -31,8 +31,8 @@ def _cuda() -> bool:
 def still_engine(settings: Settings, policy: str, cache: EmbeddingCache | None = None) -> StillEmbedder:
     """Detector + embedder + embedding cache for photos; the detector follows the embedder onto CUDA."""
     from models.detector import MTCNNDetector
-    from pipeline.cache import EmbeddingCache
-    from pipeline.stills import StillEmbedder
+    from pipeline.gallery.cache import EmbeddingCache
+    from pipeline.gallery.stills import StillEmbedder
 
     detector = MTCNNDetector(settings.detector.to_settings(), "cuda" if settings.embedder.device != "cpu"
                              and _cuda() else "cpu")

@@ -23,16 +23,15 @@ import numpy as np
 import structlog
 
 from pipeline import names
+from pipeline.face_measures import face_quality, laplacian_blur
 from pipeline.gallery import Gallery, GalleryError
 from pipeline.images import ImageError, decode_rgb, encoded_size
 from pipeline.match import decide
-from pipeline.stills import laplacian_blur
-from pipeline.track import face_quality
 from pipeline.types import FaceEmbedding
 
 if TYPE_CHECKING:
     from daemon.runner import Daemon
-    from pipeline.stills import StillEmbedder
+    from pipeline.gallery.stills import StillEmbedder
 
 log = structlog.get_logger(__name__)
 
@@ -115,7 +114,7 @@ class FaceService:
         embedder; made on first use so a daemon nobody uploads to never loads a second detector."""
         if self._engine is None:
             from models.detector import MTCNNDetector
-            from pipeline.stills import StillEmbedder
+            from pipeline.gallery.stills import StillEmbedder
 
             s = self.daemon.settings
             detector = MTCNNDetector(s.detector.to_settings(), runtime=s.detector.runtime, threads=1,
@@ -200,7 +199,7 @@ class FaceService:
         return version
 
     def enrol(self, name: str, photos: list[tuple[str | None, bytes]]) -> dict[str, Any]:
-        from tools.gallery_build import QualityGates, enrol
+        from pipeline.gallery.enrol import QualityGates, enrol
 
         name = check_name(name)
         if not photos:
@@ -241,7 +240,7 @@ class FaceService:
                 "gallery_version": version}
 
     def erase(self, name: str) -> dict[str, Any]:
-        from tools.calibrate import recalibrate
+        from pipeline.gallery.calibration import recalibrate
 
         name = existing_name(name)
         g = self._open()
@@ -260,7 +259,7 @@ class FaceService:
                 "gallery_version": version}
 
     def rename(self, old: str, new: str) -> dict[str, Any]:
-        from tools.calibrate import recalibrate
+        from pipeline.gallery.calibration import recalibrate
 
         old, new = existing_name(old), check_name(new)
         g = self._open()

@@ -21,7 +21,7 @@ def _gallery_path(args: argparse.Namespace, settings: Settings) -> Path:
 
 
 def _gates(settings: Settings):
-    from tools.gallery_build import QualityGates
+    from pipeline.gallery.enrol import QualityGates
 
     g = settings.gallery
     return QualityGates(g.min_face_px, g.min_blur, g.min_prob)
@@ -30,12 +30,13 @@ def _gates(settings: Settings):
 def cmd_build(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
     from models.registry import get_spec, model_id_for
     from pipeline.gallery import Gallery
-    from tools.gallery_build import build, collect_sources
+    from pipeline.gallery.enrol import build
+    from pipeline.gallery.photo_list import collect_sources
 
     sources = collect_sources(args.source, args.role)
     withheld: list[str] = []
     if args.holdout:
-        from tools.gallery_build import holdout
+        from pipeline.gallery.photo_list import holdout
 
         sources, withheld = holdout(sources, args.holdout, args.seed)
     e = settings.embedder
@@ -72,14 +73,14 @@ def cmd_add(args: argparse.Namespace, settings: Settings, out: Callable[[dict, b
         gallery = Gallery.open(path)  # a bad file or model fails before torch is imported
         if gallery.model_id:
             check_gallery_model(gallery.model_id, f"gallery {gallery.path}")
-    from tools.gallery_build import enrol
+    from pipeline.gallery.enrol import enrol
 
     model_id = gallery.model_id if gallery else None
     engine = engine_for_gallery(settings, model_id, gallery.cache() if gallery else None, "dominant",
                                 f"gallery {path}")
     results, summary = None, {}
     if args.video:
-        from tools.video_enrol import video_faces
+        from pipeline.gallery.video import video_faces
 
         results, summary = video_faces(engine, Path(args.video), args.max_faces, settings.gallery.min_face_px)
         if gallery is None:
@@ -96,7 +97,7 @@ def cmd_add(args: argparse.Namespace, settings: Settings, out: Callable[[dict, b
 
 def cmd_remove(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
     from pipeline.gallery import Gallery
-    from tools.calibrate import recalibrate
+    from pipeline.gallery.calibration import recalibrate
 
     gallery = Gallery.open(_gallery_path(args, settings))
     removed = gallery.remove(args.name)
@@ -108,7 +109,7 @@ def cmd_remove(args: argparse.Namespace, settings: Settings, out: Callable[[dict
 
 def cmd_rename(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
     from pipeline.gallery import Gallery
-    from tools.calibrate import recalibrate
+    from pipeline.gallery.calibration import recalibrate
 
     gallery = Gallery.open(_gallery_path(args, settings))
     new = gallery.rename(args.old, args.new)
@@ -150,7 +151,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings, out: Callable[[dict
     from pipeline.gallery import Gallery
 
     gallery = Gallery.open(_gallery_path(args, settings))  # a bad file fails before torch is imported
-    from tools.gallery_build import export
+    from tools.gallery_export import export
 
     npz, meta = export(gallery, Path(args.out))
     out({"npz": str(npz), "json": str(meta)}, args.json)
@@ -159,7 +160,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings, out: Callable[[dict
 
 def cmd_calibrate(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
     from pipeline.gallery import Gallery
-    from tools.calibrate import recalibrate, save_calibration_png
+    from pipeline.gallery.calibration import recalibrate
+    from tools.calibrate import save_calibration_png
 
     gallery = Gallery.open(args.gallery_file)
     people = gallery.identities()
@@ -177,10 +179,10 @@ def cmd_identify(args: argparse.Namespace, settings: Settings, out: Callable[[di
     gallery = Gallery.open(_gallery_path(args, settings))  # a bad file or model fails before torch is imported
     if gallery.model_id:
         check_gallery_model(gallery.model_id, f"gallery {gallery.path}")
-    from pipeline.cache import EmbeddingCache
+    from pipeline.gallery.cache import EmbeddingCache
+    from pipeline.gallery.operating_point import gallery_point
+    from pipeline.gallery.photo_list import collect_sources
     from pipeline.match import make_matcher
-    from pipeline.operating_point import gallery_point
-    from tools.gallery_build import collect_sources
     from tools.identify import run_identify
 
     people = gallery.identities()

@@ -31,10 +31,10 @@ from pipeline.detect import DetectSchedule, DetectStage
 from pipeline.embed import EmbedStage
 from pipeline.events import EventsStage
 from pipeline.gallery import Gallery
+from pipeline.gallery.operating_point import gallery_point
 from pipeline.match import CentroidMatcher, Matcher, make_matcher
 from pipeline.match_stage import FaceGate, MatchStage
 from pipeline.names import clip
-from pipeline.operating_point import gallery_point
 from pipeline.sources import SourceSpec, VideoSource, parse_source
 from pipeline.track import TrackStage
 from pipeline.track_decision import TrackJudge

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.detector import MTCNNDetector
+from pipeline.face_measures import iou
 from pipeline.stage import Stage
-from pipeline.track import SceneCutDetector, frame_time, iou
-from pipeline.types import DetectedFrame, Detection, Frame, SourceStatus
+from pipeline.track import SceneCutDetector
+from pipeline.types import DetectedFrame, Detection, Frame, SourceStatus, frame_time
 
 _EPS = 1e-6  # frame times are sums of float steps: 0.6 - 0.4 < 0.2
 
@@ -59,6 +60,7 @@ def merge(scanned: list[Detection], refreshed: list[Detection], same_iou: float 
 
 class DetectStage(Stage):
     name = "detect"
+    accepts = (Frame,)
 
     def __init__(self, inq: queue.Queue[Any], outq: queue.Queue[Any], detector: MTCNNDetector,
                  schedule: DetectSchedule | None = None, batch: int = 4,
@@ -79,15 +81,13 @@ class DetectStage(Stage):
         self._live: set[str] = set()  # live sources seen, to spread their scans
         self._last_live_scan: float | None = None
 
-    def handle(self, msg: Any) -> None:
-        if isinstance(msg, SourceStatus):
-            if msg.status in ("eof", "error", "reconnecting", "stopped"):
-                self._state.pop(msg.source_id, None)  # a reopened stream starts with a scan
-                self._live.discard(msg.source_id)
-            self.emit(msg)
-            return
-        if not isinstance(msg, Frame):
-            raise ValueError(f"detect stage got an unexpected message {type(msg).__name__}")
+    def on_status(self, msg: SourceStatus) -> None:
+        if msg.status in ("eof", "error", "reconnecting", "stopped"):
+            self._state.pop(msg.source_id, None)  # a reopened stream starts with a scan
+            self._live.discard(msg.source_id)
+        self.emit(msg)
+
+    def process(self, msg: Frame) -> None:
         if self.stopping.is_set():
             # The daemon is stopping: frames read but not yet processed are let go (they produce no
             # events), so a stop takes as long as the frames already past detection, not the queue.

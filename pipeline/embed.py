@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 
 from models.embedder import Embedder
+from pipeline.face_measures import face_quality, laplacian_blur
 from pipeline.stage import Stage
-from pipeline.stills import laplacian_blur
-from pipeline.track import face_quality
-from pipeline.types import EmbeddedFrame, FaceEmbedding, SourceStatus, TrackedFrame
+from pipeline.types import EmbeddedFrame, FaceEmbedding, TrackedFrame
 
 
 class EmbedStage(Stage):
     name = "embed"
+    accepts = (TrackedFrame,)
 
     def __init__(self, inq: queue.Queue[Any], outq: queue.Queue[Any], embedder: Embedder) -> None:
         super().__init__(inq, outq)
@@ -32,12 +32,7 @@ class EmbedStage(Stage):
         else:
             super().handle_failed(msg)
 
-    def handle(self, msg: Any) -> None:
-        if isinstance(msg, SourceStatus):
-            self.emit(msg)
-            return
-        if not isinstance(msg, TrackedFrame):
-            raise ValueError(f"embed stage got an unexpected message {type(msg).__name__}")
+    def process(self, msg: TrackedFrame) -> None:
         if not msg.embed:
             self.emit(EmbeddedFrame(msg, ()))
             return

@@ -23,8 +23,7 @@ import structlog
 
 from models.detection import Detection
 from pipeline.stage import Stage
-from pipeline.track import frame_time
-from pipeline.types import EndedTrack, Frame, MatchedFrame, SourceStatus
+from pipeline.types import EndedTrack, Frame, MatchedFrame, SourceStatus, frame_time
 
 SCHEMA = 1
 log = structlog.get_logger(__name__)
@@ -53,6 +52,7 @@ def _r(x: float | None, nd: int = 4) -> float | None:
 
 class EventsStage(Stage):
     name = "events"
+    accepts = (MatchedFrame,)
 
     def __init__(self, inq: queue.Queue[Any], sinks: list[Sink], model_id: str,
                  gallery_version: Callable[[], int], cooldown_s: float = 10.0,
@@ -93,17 +93,18 @@ class EventsStage(Stage):
         self.events_sent += 1
 
     def handle(self, msg: Any) -> None:
-        if isinstance(msg, SourceStatus):
-            self.publish("source.status", {"source": msg.source_id, "status": msg.status, "detail": msg.detail,
-                                           "frames_read": msg.frames_read, "frames_dropped": msg.frames_dropped})
-            if msg.status in ("eof", "error", "stopped"):
-                for o in self.observers:
-                    o.source_ended(msg.source_id)
-        elif isinstance(msg, MatchedFrame):
-            self._frame(msg)
-        else:
-            raise ValueError(f"events stage got an unexpected message {type(msg).__name__}")
+        super().handle(msg)
         self._maybe_stats()
+
+    def on_status(self, msg: SourceStatus) -> None:
+        self.publish("source.status", {"source": msg.source_id, "status": msg.status, "detail": msg.detail,
+                                       "frames_read": msg.frames_read, "frames_dropped": msg.frames_dropped})
+        if msg.status in ("eof", "error", "stopped"):
+            for o in self.observers:
+                o.source_ended(msg.source_id)
+
+    def process(self, msg: MatchedFrame) -> None:
+        self._frame(msg)
 
     def _face_body(self, frame: Frame, track_id: int, det: Detection | None, identity: str | None, score: float,
                    margin: float, faces: int, at: EndedTrack | None = None) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from pipeline.types import (
     EndedTrackSummary,
     FaceEmbedding,
     MatchedFrame,
-    SourceStatus,
     TrackDecision,
 )
 
@@ -47,6 +46,7 @@ class FaceGate:
 
 class MatchStage(Stage):
     name = "match"
+    accepts = (EmbeddedFrame,)
 
     def __init__(self, inq: queue.Queue[Any], outq: queue.Queue[Any], matcher: Matcher, threshold: float,
                  margin: float, judge: TrackJudge, gallery_version: int = 0, gate: FaceGate | None = None,
@@ -92,12 +92,7 @@ class MatchStage(Stage):
             ended.append(EndedTrackSummary(t, None, 0.0, "undecided", "matching failed"))
         self.emit(MatchedFrame(msg.tracked, (), tuple(ended)))
 
-    def handle(self, msg: Any) -> None:
-        if isinstance(msg, SourceStatus):
-            self.emit(msg)
-            return
-        if not isinstance(msg, EmbeddedFrame):
-            raise ValueError(f"match stage got an unexpected message {type(msg).__name__}")
+    def process(self, msg: EmbeddedFrame) -> None:
         src = msg.tracked.frame.source_id
         decisions = []
         for e in msg.embeddings:

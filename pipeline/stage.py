@@ -20,9 +20,12 @@ log = structlog.get_logger(__name__)
 
 
 class Stage:
-    """Subclasses implement :meth:`handle` (one message in, zero or more out via :meth:`emit`)."""
+    """Subclasses name the message types they take in ``accepts`` and implement :meth:`process` (one message
+    in, zero or more out via :meth:`emit`). A ``SourceStatus`` goes to :meth:`on_status`, which passes it on
+    unless a stage has something to do when a stream opens or ends; anything else is a bug, raised."""
 
     name = "stage"
+    accepts: tuple[type, ...] = ()
 
     def __init__(self, inq: queue.Queue[Any], outq: queue.Queue[Any] | None) -> None:
         self.inq = inq
@@ -47,6 +50,17 @@ class Stage:
             self.outq.put(msg)
 
     def handle(self, msg: Any) -> None:
+        if isinstance(msg, SourceStatus):
+            self.on_status(msg)
+        elif isinstance(msg, self.accepts):
+            self.process(msg)
+        else:
+            raise ValueError(f"{self.name} stage got an unexpected message {type(msg).__name__}")
+
+    def on_status(self, msg: SourceStatus) -> None:
+        self.emit(msg)
+
+    def process(self, msg: Any) -> None:
         raise NotImplementedError
 
     def flush(self) -> None:

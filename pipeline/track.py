@@ -17,34 +17,18 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pipeline.face_measures import face_quality, iou
 from pipeline.stage import Stage
-from pipeline.types import DetectedFrame, Detection, EndedTrack, Frame, SourceStatus, TrackedFrame, TrackView
-
-
-def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def face_quality(det: Detection) -> float:
-    """Size x frontality in [0, ~1]: the nose centred between the eyes means a frontal face."""
-    lm = det.landmarks
-    eye_mid = (lm[0] + lm[1]) / 2.0
-    eye_dist = float(np.linalg.norm(lm[1] - lm[0]))
-    if eye_dist <= 1e-3:
-        return 0.0
-    yaw = abs(float(lm[2][0] - eye_mid[0])) / eye_dist
-    frontal = max(0.0, 1.0 - 2.0 * yaw)
-    size = min(1.0, min(det.width, det.height) / 112.0)
-    return frontal * size
-
-
-def frame_time(frame: Frame) -> float:
-    """Media time for files (pts), capture time for live sources."""
-    return frame.pts if frame.pts is not None else frame.capture_time
+from pipeline.types import (
+    DetectedFrame,
+    Detection,
+    EndedTrack,
+    Frame,
+    SourceStatus,
+    TrackedFrame,
+    TrackView,
+    frame_time,
+)
 
 
 @dataclass
@@ -200,6 +184,7 @@ class SceneCutDetector:
 
 class TrackStage(Stage):
     name = "track"
+    accepts = (DetectedFrame,)
 
     def __init__(self, inq: queue.Queue[Any], outq: queue.Queue[Any], **tracker_args: Any) -> None:
         super().__init__(inq, outq)
@@ -215,26 +200,24 @@ class TrackStage(Stage):
         else:
             super().handle_failed(msg)
 
-    def handle(self, msg: Any) -> None:
-        if isinstance(msg, DetectedFrame):
-            src = msg.frame.source_id
-            tr = self.trackers.get(src)
-            if tr is None:
-                tr = self.trackers[src] = IoUTracker(**self.tracker_args)
-            cut = msg.scene_cut  # found by the detect stage, which rescans on a cut
-            ended_by_cut = tr.end_all() if cut else ()
-            self.last_frame[src] = msg.frame
-            out = tr.update(msg.frame, msg.detections)
-            if cut:
-                out = TrackedFrame(out.frame, out.tracks, out.embed, ended_by_cut + out.ended, scene_cut=True)
-            self.emit(out)
-        elif isinstance(msg, SourceStatus):
-            if msg.status in ("eof", "error", "reconnecting", "stopped") and msg.source_id in self.trackers:
-                # The stream is gone: its tracks end with it.
-                ended = self.trackers[msg.source_id].end_all()
-                last = self.last_frame.get(msg.source_id)
-                if ended and last is not None:
-                    self.emit(TrackedFrame(last, (), (), ended))
-            self.emit(msg)
-        else:
-            raise ValueError(f"track stage got an unexpected message {type(msg).__name__}")
+    def process(self, msg: DetectedFrame) -> None:
+        src = msg.frame.source_id
+        tr = self.trackers.get(src)
+        if tr is None:
+            tr = self.trackers[src] = IoUTracker(**self.tracker_args)
+        cut = msg.scene_cut  # found by the detect stage, which rescans on a cut
+        ended_by_cut = tr.end_all() if cut else ()
+        self.last_frame[src] = msg.frame
+        out = tr.update(msg.frame, msg.detections)
+        if cut:
+            out = TrackedFrame(out.frame, out.tracks, out.embed, ended_by_cut + out.ended, scene_cut=True)
+        self.emit(out)
+
+    def on_status(self, msg: SourceStatus) -> None:
+        if msg.status in ("eof", "error", "reconnecting", "stopped") and msg.source_id in self.trackers:
+            # The stream is gone: its tracks end with it.
+            ended = self.trackers[msg.source_id].end_all()
+            last = self.last_frame.get(msg.source_id)
+            if ended and last is not None:
+                self.emit(TrackedFrame(last, (), (), ended))
+        self.emit(msg)

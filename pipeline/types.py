@@ -22,6 +22,7 @@ __all__ = [
     "TrackDecision",
     "TrackView",
     "TrackedFrame",
+    "frame_time",
 ]
 
 
@@ -36,6 +37,11 @@ class Frame:
     capture_time: float
     image: np.ndarray  # RGB uint8 (H, W, 3)
     live: bool
+
+
+def frame_time(frame: Frame) -> float:
+    """Media time for files (pts), capture time for live sources."""
+    return frame.pts if frame.pts is not None else frame.capture_time
 
 
 @dataclass(frozen=True)

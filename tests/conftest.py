@@ -78,8 +78,9 @@ def real_chips(data_dir: Path, detector, rgb) -> dict[int, np.ndarray]:
 def stills_gallery(tmp_path_factory, data_dir: Path, detector, dlib_embedder) -> Path:
     """Miranda, Lacamoire and Obama stills (the Hamilton example's known faces) plus Biden."""
     from pipeline.gallery import Gallery
-    from pipeline.stills import StillEmbedder
-    from tools.gallery_build import QualityGates, Source, build
+    from pipeline.gallery.enrol import QualityGates, build
+    from pipeline.gallery.photo_list import Source
+    from pipeline.gallery.stills import StillEmbedder
 
     stills = data_dir / "face_recognition_examples" / "stills"
     path = tmp_path_factory.mktemp("gal") / "stills.db"

@@ -20,7 +20,8 @@ import pytest
 from test_gallery_cli import REPO, one_error_line
 
 from models.registry import EMBEDDERS
-from pipeline.gallery import APP_ID, SCHEMA_VERSION, Gallery, GalleryError, Identity
+from pipeline.gallery import Gallery, GalleryError, Identity
+from pipeline.gallery.sqlite import APP_ID, SCHEMA_VERSION
 
 DLIB = EMBEDDERS["dlib-resnet-v1"]
 

@@ -13,7 +13,7 @@ import pytest
 from models.detection import DetectorSettings
 from models.detector import MTCNNDetector
 from pipeline.detect import DetectSchedule, DetectStage
-from pipeline.track import iou
+from pipeline.face_measures import iou
 from pipeline.types import DetectedFrame, Frame
 
 OBAMA = Path("videos/known_identity/obama_speech.mp4")  # 60 frames at 15 frames/s, one face

@@ -101,7 +101,7 @@ def test_stream_resampling_finds_the_same_faces_as_facenet_pytorch(rgb) -> None:
     probabilities and landmarks differ by resampling noise only."""
     from models.mtcnn import load_nets
     from models.mtcnn_cascade import detect_faces
-    from pipeline.track import iou
+    from pipeline.face_measures import iou
 
     nets = load_nets("onnx")
     for rel in FACENET_PHOTOS:
@@ -121,7 +121,7 @@ def test_stream_resampling_finds_the_same_faces_as_facenet_pytorch(rgb) -> None:
 def test_refine_recentres_a_moved_face_and_drops_a_box_without_one(rgb) -> None:
     """The tracking refresh: a face box shifted by a fifth of its size (the face moved) comes back onto the
     face, with its landmarks; a box on background is dropped."""
-    from pipeline.track import iou
+    from pipeline.face_measures import iou
 
     det = MTCNNDetector()
     img = rgb("face_recognition_examples/stills/two_people.jpg")

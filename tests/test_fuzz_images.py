@@ -22,9 +22,10 @@ from PIL import Image
 
 from models.detection import Detection
 from pipeline.gallery import Gallery
+from pipeline.gallery.enrol import QualityGates, build
+from pipeline.gallery.photo_list import Source
+from pipeline.gallery.stills import StillEmbedder
 from pipeline.images import ImageError, load_rgb
-from pipeline.stills import StillEmbedder
-from tools.gallery_build import QualityGates, Source, build
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.gallery import SCHEMA_VERSION, Gallery, GalleryError, Identity
+from pipeline.gallery import Gallery, GalleryError, Identity
+from pipeline.gallery.calibration import MARGINS, calibrate, trial_scores
+from pipeline.gallery.enrol import QualityGates, build, find_conflicts, trimmed_centroid
+from pipeline.gallery.photo_list import Source, collect_sources
+from pipeline.gallery.sqlite import SCHEMA_VERSION
+from pipeline.gallery.stills import NO_FACE, StillEmbedder
 from pipeline.images import load_rgb
 from pipeline.match import CentroidMatcher, SvmMatcher, decide, interpolate_augment
-from pipeline.stills import NO_FACE, StillEmbedder
-from tools.calibrate import MARGINS, calibrate, trial_scores
-from tools.gallery_build import QualityGates, Source, build, collect_sources, find_conflicts, trimmed_centroid
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -26,9 +26,10 @@ import pytest
 
 from models.registry import EMBEDDERS
 from pipeline.gallery import Gallery
-from pipeline.stills import StillEmbedder
-from tools.calibrate import MARGINS, calibrate
-from tools.gallery_build import QualityGates, build, collect_sources
+from pipeline.gallery.calibration import MARGINS, calibrate
+from pipeline.gallery.enrol import QualityGates, build
+from pipeline.gallery.photo_list import collect_sources
+from pipeline.gallery.stills import StillEmbedder
 
 REPO = Path(__file__).resolve().parent.parent
 # Enrolled photos of three five_celebrity people; ben_afflek/3.jpg (a 23 px face) fails the quality gates.

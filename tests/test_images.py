@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.gallery.stills import NO_FACE, StillEmbedder
 from pipeline.images import ImageError, load_rgb
-from pipeline.stills import NO_FACE, StillEmbedder
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from daemon.cli import main as cli
 from pipeline.csv_files import write_rows
 from pipeline.gallery import Gallery, GalleryError, Identity
+from pipeline.gallery.photo_list import collect_sources
 from pipeline.names import BadName, check_new_name, clean_name, file_stem, inside, name_key
-from tools.gallery_build import collect_sources
 
 TRAVERSAL = ["../../../escaped_lin", "a/b", "a\\b", "..", "new\nline", "\x1b[31mred", "nul\x00", "=cmd|calc", "",
              " ", "x" * 65, "-dash", "\u202egnp.exe", "zero\u200bwidth"]

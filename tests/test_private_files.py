@@ -19,8 +19,8 @@ from test_gallery_cli import link_photos
 
 from daemon.outputs import Annotator, Timeline
 from models.registry import EMBEDDERS
-from pipeline.cache import CachedFace, EmbeddingCache
 from pipeline.gallery import Gallery, Identity
+from pipeline.gallery.cache import CachedFace, EmbeddingCache
 from pipeline.private_files import PRIVATE_MODE
 from pipeline.types import EndedTrack, EndedTrackSummary, Frame, MatchedFrame, TrackedFrame, TrackView
 from tools.reports import save_figure, write_csv

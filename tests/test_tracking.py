@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.face_measures import iou
 from pipeline.match import CentroidMatcher, MatchResult, decide
-from pipeline.track import IoUTracker, SceneCutDetector, iou
+from pipeline.track import IoUTracker, SceneCutDetector
 from pipeline.track_decision import UNDECIDED_NO_EMBEDDING, TrackJudge
 from pipeline.types import Detection, Frame
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.metrics import best_threshold, kfold_accuracy, roc_figures
+from pipeline.score_metrics import best_threshold, kfold_accuracy, roc_figures
 from tools.verify import read_pairs, run_verify
 
 # 200 LFW DevTest pairs with 10-fold threshold tuning. The full 1000-pair run scores ~0.985; a
@@ -44,7 +44,7 @@ def test_pairs_reader_rejects_bad_csvs(tmp_path: Path) -> None:
 
 
 def test_lfw_accuracy_regression(data_dir: Path, tmp_path: Path, detector, dlib_embedder) -> None:
-    from pipeline.stills import StillEmbedder
+    from pipeline.gallery.stills import StillEmbedder
 
     rows = list(csv.DictReader((data_dir / "lfw" / "pairs_devtest.csv").open()))
     subset = rows[:100] + rows[500:600]  # DevTest lists 500 same pairs, then 500 different ones

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.gallery.photo_list import Source
+from pipeline.gallery.stills import StillEmbedder
 from pipeline.match import Matcher, decide
-from pipeline.stills import StillEmbedder
-from tools.gallery_build import Source
 from tools.reports import save_figure, write_csv
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.stills import FaceResult, StillEmbedder
-from tools.metrics import accuracy_at, best_threshold, kfold_accuracy, roc_figures, save_roc_png
+from pipeline.gallery.stills import FaceResult, StillEmbedder
+from pipeline.score_metrics import accuracy_at, best_threshold, kfold_accuracy, roc_figures
+from tools.metrics import save_roc_png
 
 
 @dataclass(frozen=True)

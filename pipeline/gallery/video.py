@@ -16,8 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.stills import FaceResult, StillEmbedder, laplacian_blur
-from pipeline.track import IoUTracker, face_quality
+from pipeline.face_measures import face_quality, laplacian_blur
+from pipeline.gallery.stills import FaceResult, StillEmbedder
+from pipeline.track import IoUTracker
 from pipeline.types import Detection, Frame
 
 SAMPLE_FPS = 5.0

@@ -1,25 +1,25 @@
-"""``facestream gallery build``: photos (folder per identity, or a CSV) to a gallery file.
+"""Photos to identities: quality gates, centroids, and the two writes (build a gallery, enrol one person).
 
-Quality gates keep bad reference photos out (they poison matching more than anything else);
-every skipped file is reported with its reason. Embeddings are cached inside the gallery by
-file hash + detector + model, so a rebuild only embeds new photos.
+Quality gates keep bad reference photos out (they poison matching more than anything else); every
+skipped file is reported with its reason. Embeddings are cached inside the gallery by file hash +
+detector + model, so a rebuild only embeds new photos. Every write is one transaction and leaves the
+gallery calibrated.
 """
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.gallery import Gallery, Identity
-from pipeline.names import BadName, check_new_name, clean_name, clip, collisions
-from pipeline.private_files import check_output, open_private
-from pipeline.stills import FaceResult, StillEmbedder
-from tools.calibrate import recalibrate
-from tools.reports import write_csv
+from pipeline.csv_files import write_dicts
+from pipeline.gallery.calibration import recalibrate
+from pipeline.gallery.photo_list import Source
+from pipeline.gallery.stills import FaceResult, StillEmbedder
+from pipeline.gallery.store import Gallery, Identity
+from pipeline.names import check_new_name
 
 
 @dataclass(frozen=True)
@@ -38,83 +38,6 @@ class QualityGates:
         if float(info.get("prob", 0)) < self.min_prob:
             return f"low detection probability ({info.get('prob')} < {self.min_prob:g})"
         return None
-
-
-@dataclass(frozen=True)
-class Source:
-    path: Path
-    identity: str
-
-
-def collect_sources(src: str | Path, role: str | None = None, strict: bool = True) -> list[Source]:
-    """A folder of identity folders, or a CSV ``filename,identity[,role]`` (paths relative to it). Names that
-    will be enrolled follow the name rule (``strict``); probes' labels are only compared, never stored."""
-    name_of = clean_name if strict else str
-    src = Path(src)
-    if src.is_dir():
-        if role:
-            raise ValueError("--role applies to a CSV source, not a folder")
-        out = []
-        for d in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            try:
-                name = name_of(d.name)
-            except BadName as exc:
-                raise ValueError(f"{src}: folder {clip(d.name)!r}: {exc}") from None
-            out += [Source(f, name) for f in sorted(d.rglob("*")) if f.is_file() and not f.name.startswith(".")]
-        if not out:
-            raise ValueError(f"{src}: no identity folders with files in them")
-        if strict:
-            _refuse_collisions(src, out)
-        return out
-    if not src.is_file():
-        raise ValueError(f"{src} is neither a folder nor a CSV file")
-    try:
-        with src.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            cols = set(reader.fieldnames or [])
-            if not {"filename", "identity"} <= cols:
-                raise ValueError(f"{src}: CSV needs columns filename,identity[,role]")
-            if role and "role" not in cols:
-                raise ValueError(f"{src}: --role {role} given but the CSV has no role column")
-            out = []
-            for r in reader:
-                if role and (r.get("role") or "").strip() != role:
-                    continue
-                name, ident = (r.get("filename") or "").strip(), (r.get("identity") or "").strip()
-                if not name or not ident:
-                    raise ValueError(f"{src}:{reader.line_num}: row needs a filename and an identity")
-                try:
-                    ident = name_of(ident)
-                except BadName as exc:
-                    raise ValueError(f"{src}:{reader.line_num}: {exc}") from None
-                out.append(Source(src.parent / name, ident))
-    except UnicodeDecodeError:
-        raise ValueError(f"{src}: not a UTF-8 CSV file") from None
-    if not out:
-        raise ValueError(f"{src}: no rows" + (f" with role {role!r}" if role else ""))
-    if strict:
-        _refuse_collisions(src, out)
-    return out
-
-
-def _refuse_collisions(src: Path, sources: list[Source]) -> None:
-    """Two spellings of one name (``JOE_BIDEN`` and ``joe_biden``) would enrol one person twice."""
-    if clash := collisions(dict.fromkeys(s.identity for s in sources)):
-        a, b = clash[0]
-        raise ValueError(f"{src}: identity names {clip(a)!r} and {clip(b)!r} are too alike (the same after case "
-                         "folding and look-alike characters): use one name for one person")
-
-
-def holdout(sources: list[Source], n: int, seed: int) -> tuple[list[Source], list[str]]:
-    """Withhold ``n`` identities chosen by ``seed`` (open-set evaluation: they become strangers)."""
-    import random
-
-    names = sorted({s.identity for s in sources})
-    if not 0 < n < len(names):
-        raise ValueError(f"--holdout must be between 1 and {len(names) - 1}, got {n}")
-    out = sorted(random.Random(seed).sample(names, n))
-    gone = set(out)
-    return [s for s in sources if s.identity not in gone], out
 
 
 def trimmed_centroid(vecs: np.ndarray, k: float = 2.5) -> tuple[np.ndarray, np.ndarray]:
@@ -204,10 +127,10 @@ def build(engine: StillEmbedder, gallery: Gallery, sources: list[Source], gates:
     calibration = recalibrate(gallery, target_far)
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
-        write_csv(report_dir / "skipped.csv", ["path", "identity", "reason"], skipped)
-        write_csv(report_dir / "mislabelled.csv", ["path", "identity", "nearest", "own_score", "nearest_score"],
+        write_dicts(report_dir / "skipped.csv", ["path", "identity", "reason"], skipped)
+        write_dicts(report_dir / "mislabelled.csv", ["path", "identity", "nearest", "own_score", "nearest_score"],
                    mislabelled)
-        write_csv(report_dir / "close_identities.csv", ["a", "b", "similarity"], close)
+        write_dicts(report_dir / "close_identities.csv", ["a", "b", "similarity"], close)
     return {
         "gallery": str(gallery.path), "model": gallery.model_id, "files": len(sources),
         "embedded": engine.computed, "from_cache": engine.cached, "enrolled": sum(len(p.templates) for p in people),
@@ -265,25 +188,3 @@ def enrol(engine: StillEmbedder, gallery: Gallery, name: str, paths: list[Path],
             **({"shared_photos": shared} if shared else {}),
             "embedded": engine.computed, "from_cache": engine.cached, "threshold": calibration["threshold"],
             "margin": calibration["margin"]}
-
-
-def export(gallery: Gallery, out_prefix: Path) -> tuple[Path, Path]:
-    """Write ``PREFIX.npz`` (centroids, templates, labels) and ``PREFIX.json`` (metadata) for other tools, both
-    0600 whether new or overwritten: they hold every enrolled person's name and face templates."""
-    import json
-
-    npz = check_output(f"{out_prefix}.npz", "gallery export --out")  # both checked before either is written
-    meta = check_output(f"{out_prefix}.json", "gallery export --out")
-    people = gallery.identities()
-    with open_private(npz, "wb") as f:  # a file object: numpy would open the path 0666 less the umask
-        np.savez(f, names=np.array([p.name for p in people]),
-                 centroids=np.stack([p.centroid for p in people]) if people else np.zeros((0, gallery.dim)),
-                 templates=np.vstack([p.templates for p in people]) if people else np.zeros((0, gallery.dim)),
-                 template_labels=np.array([p.name for p in people for _ in p.paths]),
-                 template_outlier=np.concatenate([p.outlier for p in people]) if people else np.zeros(0, bool))
-    info = gallery.info()
-    info["identities_list"] = [{"name": p.name, "templates": len(p.paths), "outliers": int(p.outlier.sum()),
-                                "paths": p.paths} for p in people]
-    with open_private(meta, "w", encoding="utf-8") as f:
-        f.write(json.dumps(info, indent=2))
-    return npz, meta

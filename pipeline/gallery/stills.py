@@ -16,7 +16,8 @@ from tqdm import tqdm
 from models.detection import Detection
 from models.detector import MTCNNDetector
 from models.embedder import Embedder
-from pipeline.cache import CachedFace, EmbeddingCache
+from pipeline.face_measures import laplacian_blur
+from pipeline.gallery.cache import CachedFace, EmbeddingCache
 from pipeline.images import DEFAULT_MAX_PIXELS, ImageError, file_sha256, load_rgb
 
 NO_FACE = "no face detected"
@@ -69,14 +70,6 @@ def select_face(dets: list[Detection], shape: tuple[int, ...], policy: str) -> t
             return big, ""
         return None, f"{len(dets)} faces, none clearly dominant"
     raise ValueError(f"face selection policy must be largest, center or dominant, got {policy!r}")
-
-
-def laplacian_blur(chip: np.ndarray) -> float:
-    """Variance of the Laplacian of the aligned chip's grey image: low means blurred."""
-    import cv2
-
-    grey = cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY)
-    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
 class StillEmbedder:

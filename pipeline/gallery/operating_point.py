@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.registry import get_spec, split_model_id
-from pipeline.gallery import Gallery, Identity
+from pipeline.gallery.store import Gallery, Identity
 
 SVM_THRESHOLD = 0.5  # SVM scores are calibrated probabilities; the margin rule still applies
 

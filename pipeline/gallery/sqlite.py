@@ -1,4 +1,5 @@
-"""The gallery file: one SQLite database of identities, templates, centroids and calibration.
+"""The SQLite gallery backend (the embedded default): one file of identities, templates, centroids and
+calibration.
 
 Schema-versioned (``PRAGMA user_version``), mode 0600, and every change is one transaction so a
 crash (even SIGKILL) leaves either the old or the new gallery. It also holds the embedding cache
@@ -12,14 +13,13 @@ import json
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline import names
-from pipeline.cache import SCHEMA as CACHE_SCHEMA
-from pipeline.cache import EmbeddingCache
+from pipeline.gallery.cache import SCHEMA as CACHE_SCHEMA
+from pipeline.gallery.cache import EmbeddingCache
+from pipeline.gallery.store import Gallery, GalleryError, Identity, is_url, register_backend
 from pipeline.private_files import PRIVATE_MODE, tighten
 
 SCHEMA_VERSION = 1
@@ -53,11 +53,6 @@ CREATE TABLE sources (
     PRIMARY KEY (identity, sha256)
 );
 """
-
-
-class GalleryError(ValueError):
-    """The gallery file is missing, not a file, empty, not SQLite, foreign, damaged, too new, or built with
-    another model."""
 
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -95,19 +90,6 @@ def _tighten(path: Path) -> None:
             tighten(side)
 
 
-@dataclass
-class Identity:
-    """One enrolled person: centroid (unit vector) and all templates with their outlier flags."""
-
-    name: str
-    centroid: np.ndarray
-    templates: np.ndarray  # (n, D) unit vectors
-    outlier: np.ndarray  # (n,) bool
-    paths: list[str]
-    sha256s: list[str]
-    quality: list[dict] | None = None  # per template: prob, face_px, blur
-
-
 def _blob(v: np.ndarray) -> bytes:
     return np.ascontiguousarray(v, dtype=np.float32).tobytes()
 
@@ -116,8 +98,8 @@ def _vec(b: bytes) -> np.ndarray:
     return np.frombuffer(b, dtype=np.float32).copy()
 
 
-class Gallery:
-    """Open with :meth:`create` or :meth:`open`; reads are cheap, writes are transactions."""
+class SqliteGallery(Gallery):
+    """A gallery file; reads are cheap, writes are transactions."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
@@ -128,7 +110,7 @@ class Gallery:
 
     # ---- opening -------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, model_id: str, dim: int) -> Gallery:
+    def create(cls, path: str | Path, model_id: str, dim: int) -> SqliteGallery:  # type: ignore[override]
         """Create a new gallery file, or open an existing one built with the same model."""
         path = Path(path)
         if path.exists():
@@ -155,8 +137,8 @@ class Gallery:
         return g
 
     @classmethod
-    def open(cls, path: str | Path, model_id: str | None = None) -> Gallery:
-        """Open an existing gallery; ``model_id`` (when given) must match the one it was built with.
+    def open(cls, path: str | Path, model_id: str | None = None) -> SqliteGallery:  # type: ignore[override]
+        """Open an existing gallery file; ``model_id`` (when given) must match the one it was built with.
 
         Every way a file can fail to be a usable gallery is a :class:`GalleryError` with one line naming the
         path and the reason, and leaves the file as it was. A gallery that opens is tightened to 0600 (with
@@ -207,31 +189,6 @@ class Gallery:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    @property
-    def model_id(self) -> str:
-        return self.meta("model_id") or ""
-
-    @property
-    def dim(self) -> int:
-        return int(self.meta("dim") or 0)
-
-    @property
-    def version(self) -> int:
-        """Incremented by every write: events name the gallery state they were matched against."""
-        return int(self.meta("version") or 0)
-
-    @property
-    def threshold(self) -> float | None:
-        return json.loads(self.meta("threshold") or "null")
-
-    @property
-    def margin(self) -> float:
-        return float(json.loads(self.meta("margin") or "0"))
-
-    @property
-    def calibration(self) -> dict | None:
-        return json.loads(self.meta("calibration") or "null")
-
     def cache(self) -> EmbeddingCache:
         """The embedding cache stored inside this gallery file."""
         return EmbeddingCache.from_connection(self.conn)
@@ -266,22 +223,10 @@ class Gallery:
                                 [{"prob": r[4], "face_px": r[5], "blur": r[6]} for r in rows]))
         return out
 
-    def replace_identities(self, people: list[Identity], keep_others: bool,
-                           sources: dict[str, set[str]] | None = None) -> None:
-        """Write ``people`` (replacing same-named ones) in one transaction; drop the rest unless
-        ``keep_others``. ``sources`` maps identity names to the hashes of every photo offered for
-        them, enrolled or not, so removing a person can erase all of their cached embeddings."""
-        kept = [n for n in self.names() if n not in {p.name for p in people}] if keep_others else []
-        for p in people:
-            if not names.is_valid(p.name):
-                raise GalleryError(str(names.BadName(f"bad identity name {names.clip(p.name)!r}: {names.RULE}")))
-        if clash := names.collisions([*kept, *(p.name for p in people)]):
-            a, b = clash[0]
-            raise GalleryError(f"identity name {names.clip(b)!r} is too like {names.clip(a)!r} (the same after case "
-                               "folding and look-alike characters): use one name for one person")
+    def _write_identities(self, people: list[Identity], keep_others: bool, sources: dict[str, set[str]]) -> None:
         now = time.time()
         with self.conn as cur:
-            for name, shas in (sources or {}).items():
+            for name, shas in sources.items():
                 cur.executemany("INSERT OR IGNORE INTO sources(identity, sha256) VALUES (?, ?)",
                                 [(name, sha) for sha in shas])
             if not keep_others:
@@ -320,17 +265,7 @@ class Gallery:
             self._touch(cur)
         return len(templates)
 
-    def rename(self, old: str, new: str) -> str:
-        """Rename ``old`` (any name the gallery holds, old bad ones included) to ``new`` under the name rule;
-        returns the new name as stored."""
-        try:
-            new = names.check_new_name(new, self.names(), same=old)
-        except names.BadName as exc:
-            raise GalleryError(str(exc)) from None
-        if new == old:
-            if old not in self.names():
-                raise GalleryError(f"no identity named {names.clip(old)!r} in {self.path}")
-            return new  # nothing to change
+    def _rename(self, old: str, new: str) -> None:
         with self.conn as cur:
             if cur.execute("SELECT 1 FROM identities WHERE name = ?", (new,)).fetchone():
                 raise GalleryError(f"an identity named {new!r} already exists")
@@ -339,20 +274,11 @@ class Gallery:
                 raise GalleryError(f"no identity named {old!r} in {self.path}")
             cur.execute("UPDATE sources SET identity = ? WHERE identity = ?", (new, old))
             self._touch(cur)
-        return new
 
-    def bad_names(self) -> list[str]:
-        """Names stored before the name rule that it refuses now: they still match, and should be renamed."""
-        return [n for n in self.names() if not names.is_valid(n)]
-
-    def info(self) -> dict:
+    def counts(self) -> tuple[int, int, int]:
         n_id = self.conn.execute("SELECT COUNT(*) FROM identities").fetchone()[0]
         n_t, n_out = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(outlier), 0) FROM templates").fetchone()
-        return {
-            "path": str(self.path), "model": self.model_id, "dim": self.dim, "identities": n_id,
-            "templates": n_t, "outliers": int(n_out), "threshold": self.threshold, "margin": self.margin,
-            "version": self.version,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(self.meta("created") or 0))),
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(self.meta("updated") or 0))),
-            "calibration": self.calibration,
-        }
+        return int(n_id), int(n_t), int(n_out)
+
+
+register_backend(lambda location: not is_url(location), SqliteGallery)

@@ -1,0 +1,195 @@
+"""The gallery store: what every backend of a gallery offers, and the switch that picks one by location.
+
+A site keeps its gallery in a file on one box (SQLite, the default: ``pipeline/gallery/sqlite.py``) or in a
+database every host shares (a ``postgresql://`` URL, added behind this same interface). Callers only see
+:class:`Gallery`: its reads (names, identities with their templates, the calibration), and its writes, each
+one transaction that bumps the version. The name rule (``pipeline/names.py``) is applied here, once, for
+every backend.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from pipeline import names
+
+
+class GalleryError(ValueError):
+    """The gallery is missing, not a gallery, foreign, damaged, too new, built with another model, or refuses a
+    write (a bad or colliding name); the message is one line."""
+
+
+@dataclass
+class Identity:
+    """One enrolled person: centroid (unit vector) and all templates with their outlier flags."""
+
+    name: str
+    centroid: np.ndarray
+    templates: np.ndarray  # (n, D) unit vectors
+    outlier: np.ndarray  # (n,) bool
+    paths: list[str]
+    sha256s: list[str]
+    quality: list[dict] | None = None  # per template: prob, face_px, blur
+
+
+class FaceCache(Protocol):
+    """Embeddings of photos by content hash and context (``pipeline/gallery/cache.py`` is the SQLite one)."""
+
+    def get(self, sha256: str, context: str) -> Any: ...
+
+    def put_many(self, rows: list[tuple[str, str, Any]]) -> None: ...
+
+
+class Gallery(ABC):
+    """Open with :meth:`create` or :meth:`open` (a path, or a database URL); reads are cheap, writes are
+    transactions. ``path`` is where it lives, for messages (a file, or a URL without its password)."""
+
+    path: Path
+
+    # ---- opening: the backend switch ---------------------------------------------------------
+    @classmethod
+    def create(cls, location: str | Path, model_id: str, dim: int) -> Gallery:
+        """Create a new gallery, or open an existing one built with the same model."""
+        return _backend(location).create(location, model_id, dim)
+
+    @classmethod
+    def open(cls, location: str | Path, model_id: str | None = None) -> Gallery:
+        """Open an existing gallery; ``model_id`` (when given) must match the one it was built with. Every way
+        a location can fail to be a usable gallery is a :class:`GalleryError` naming it and the reason."""
+        return _backend(location).open(location, model_id)
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # ---- metadata ------------------------------------------------------------------------------
+    @abstractmethod
+    def meta(self, key: str) -> str | None: ...
+
+    @property
+    def model_id(self) -> str:
+        return self.meta("model_id") or ""
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta("dim") or 0)
+
+    @property
+    def version(self) -> int:
+        """Incremented by every write: events name the gallery state they were matched against."""
+        return int(self.meta("version") or 0)
+
+    @property
+    def threshold(self) -> float | None:
+        return json.loads(self.meta("threshold") or "null")
+
+    @property
+    def margin(self) -> float:
+        return float(json.loads(self.meta("margin") or "0"))
+
+    @property
+    def calibration(self) -> dict | None:
+        return json.loads(self.meta("calibration") or "null")
+
+    @abstractmethod
+    def cache(self) -> FaceCache:
+        """The embedding cache kept with this gallery (so erasing a person erases their photos' vectors)."""
+
+    @abstractmethod
+    def set_calibration(self, threshold: float | None, margin: float, figures: dict | None, bump: bool = True) -> None:
+        """Store the operating point; ``bump=False`` when it completes a write that already bumped the version."""
+
+    # ---- identities ----------------------------------------------------------------------------
+    @abstractmethod
+    def names(self) -> list[str]: ...
+
+    @abstractmethod
+    def identities(self) -> list[Identity]: ...
+
+    def replace_identities(self, people: list[Identity], keep_others: bool,
+                           sources: dict[str, set[str]] | None = None) -> None:
+        """Write ``people`` (replacing same-named ones) in one transaction; drop the rest unless
+        ``keep_others``. ``sources`` maps identity names to the hashes of every photo offered for
+        them, enrolled or not, so removing a person can erase all of their cached embeddings."""
+        kept = [n for n in self.names() if n not in {p.name for p in people}] if keep_others else []
+        for p in people:
+            if not names.is_valid(p.name):
+                raise GalleryError(f"bad identity name {names.clip(p.name)!r}: {names.RULE}")
+        if clash := names.collisions([*kept, *(p.name for p in people)]):
+            a, b = clash[0]
+            raise GalleryError(f"identity name {names.clip(b)!r} is too like {names.clip(a)!r} (the same after case "
+                               "folding and look-alike characters): use one name for one person")
+        self._write_identities(people, keep_others, sources or {})
+
+    @abstractmethod
+    def _write_identities(self, people: list[Identity], keep_others: bool, sources: dict[str, set[str]]) -> None:
+        """The backend's one transaction for :meth:`replace_identities` (names already checked)."""
+
+    @abstractmethod
+    def remove(self, name: str) -> int:
+        """Erase an identity, its templates and the cached embeddings of its photos, in one transaction;
+        returns the templates removed."""
+
+    def rename(self, old: str, new: str) -> str:
+        """Rename ``old`` (any name the gallery holds, old bad ones included) to ``new`` under the name rule;
+        returns the new name as stored."""
+        try:
+            new = names.check_new_name(new, self.names(), same=old)
+        except names.BadName as exc:
+            raise GalleryError(str(exc)) from None
+        if new == old:
+            if old not in self.names():
+                raise GalleryError(f"no identity named {names.clip(old)!r} in {self.path}")
+            return new  # nothing to change
+        self._rename(old, new)
+        return new
+
+    @abstractmethod
+    def _rename(self, old: str, new: str) -> None:
+        """The backend's one transaction for :meth:`rename` (the new name already checked)."""
+
+    def bad_names(self) -> list[str]:
+        """Names stored before the name rule that it refuses now: they still match, and should be renamed."""
+        return [n for n in self.names() if not names.is_valid(n)]
+
+    @abstractmethod
+    def counts(self) -> tuple[int, int, int]:
+        """(identities, templates, outlier templates)."""
+
+    def info(self) -> dict:
+        n_id, n_t, n_out = self.counts()
+        return {
+            "path": str(self.path), "model": self.model_id, "dim": self.dim, "identities": n_id,
+            "templates": n_t, "outliers": n_out, "threshold": self.threshold, "margin": self.margin,
+            "version": self.version,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(self.meta("created") or 0))),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(self.meta("updated") or 0))),
+            "calibration": self.calibration,
+        }
+
+
+_BACKENDS: list[tuple[Callable[[str | Path], bool], type[Gallery]]] = []
+
+
+def register_backend(accepts: Callable[[str | Path], bool], backend: type[Gallery]) -> None:
+    """A backend module registers itself when imported (``pipeline/gallery/__init__.py`` imports them all)."""
+    _BACKENDS.append((accepts, backend))
+
+
+def is_url(location: str | Path) -> bool:
+    return isinstance(location, str) and "://" in location
+
+
+def _backend(location: str | Path) -> type[Gallery]:
+    for accepts, backend in _BACKENDS:
+        if accepts(location):
+            return backend
+    shown = str(location).split("@")[-1][:100]  # never a password in a message
+    raise GalleryError(f"no gallery backend for {shown!r}: give a file path or a postgresql:// URL")
