@@ -1,5 +1,5 @@
 """``python -m daemon``: the ``facestream`` console script."""
 
-from daemon.startup import main
+from daemon.cli.startup import main
 
 main()

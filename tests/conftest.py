@@ -102,11 +102,11 @@ def hamilton_run(tmp_path_factory, data_dir: Path, stills_gallery: Path) -> tupl
     import json
 
     from daemon.config import load_settings
-    from daemon.runner import Daemon
+    from daemon.profiles import build_daemon
 
     out = tmp_path_factory.mktemp("hamilton")
     video = data_dir / "face_recognition_examples" / "video" / "short_hamilton_clip.mp4"
     settings = load_settings(None, sources=[str(video)], embedder={"runtime": "torch"},
                              sinks={"jsonl": str(out / "a.jsonl"), "zmq": None, "timeline_csv": str(out / "a.csv")})
-    assert Daemon(settings, stills_gallery).run(install_signals=False) == 0
+    assert build_daemon(settings, stills_gallery)[0].run(install_signals=False) == 0
     return [json.loads(line) for line in (out / "a.jsonl").read_text().splitlines()], out / "a.csv"

@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 from daemon.config import load_settings
-from daemon.runner import Daemon
+from daemon.profiles import build_daemon
 
 
 def free_port() -> int:
@@ -22,5 +22,5 @@ def run_daemon(tmp_path: Path, video: Path, gallery: Path, name: str, zmq: str |
     settings = load_settings(None, sources=[str(video)], embedder={"runtime": "torch"},
                              sinks={"jsonl": str(out), "zmq": zmq, "timeline_csv": str(tmp_path / f"{name}.csv"),
                                     "zmq_wait_subscriber_s": 10.0 if zmq else 0.0})
-    assert Daemon(settings, gallery).run(install_signals=False) == 0
+    assert build_daemon(settings, gallery)[0].run(install_signals=False) == 0
     return [json.loads(line) for line in out.read_text().splitlines()]

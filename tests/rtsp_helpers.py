@@ -1,4 +1,4 @@
-"""A real RTSP server for tests: GStreamer's, run by the system Python (tools/rtsp_serve.py)."""
+"""A real RTSP server for tests: GStreamer's, run by the system Python (daemon/bench/rtsp_serve.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.bench_live import RtspServerProcess
+from daemon.bench.rtsp_server import RtspServerProcess
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon.attendance import parse_sessions, period_of, read_roster
 from daemon.config import load_settings
-from daemon.runner import Daemon
+from daemon.config.profiles import parse_sessions, read_roster
+from daemon.profiles import build_daemon
+from daemon.profiles.attendance import period_of
 
 REPO = Path(__file__).resolve().parent.parent
 CLIPS = ["face_recognition_examples/video/short_hamilton_clip.mp4", "videos/known_identity/obama_speech.mp4"]
@@ -24,7 +25,7 @@ def _run(tmp_path: Path, data_dir: Path, gallery: Path, book: Path, roster: Path
     settings = load_settings(None, sources=[str(data_dir / c) for c in CLIPS], embedder={"runtime": "torch"},
                              sinks={"jsonl": str(out), "zmq": None},
                              attendance={"db": str(book), "roster": str(roster), "site": "hq"})
-    assert Daemon(settings, gallery).run(install_signals=False) == 0
+    assert build_daemon(settings, gallery)[0].run(install_signals=False) == 0
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
@@ -78,10 +79,10 @@ def test_roster_reads_an_identity_column_or_the_first_one(tmp_path) -> None:
 
 
 def test_a_file_that_is_not_a_book_is_refused_and_left_as_it_was(tmp_path) -> None:
-    from daemon.attendance import AttendanceBook
+    from daemon.stores.attendance import open_book
 
     bad = tmp_path / "notes.sqlite"
     bad.write_text("my notes\n")
     with pytest.raises(ValueError, match="is not an attendance book"):
-        AttendanceBook(bad)
+        open_book(bad)
     assert bad.read_text() == "my notes\n"

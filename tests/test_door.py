@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import ConfigError, load_settings
-from daemon.runner import Daemon
+from daemon.profiles import build_daemon
 
 HAMILTON = "face_recognition_examples/video/short_hamilton_clip.mp4"
 # The action: a command line from the settings, no shell; it gets the grant event as JSON on stdin.
@@ -21,7 +21,7 @@ def _door_run(tmp_path: Path, video: Path, gallery: Path, name: str) -> tuple[li
     settings = load_settings(None, sources=[str(video)], embedder={"runtime": "torch"},
                              sinks={"jsonl": str(out), "zmq": None},
                              door={"audit": str(audit), "command": [sys.executable, "-c", WRITER, str(opened)]})
-    assert Daemon(settings, gallery).run(install_signals=False) == 0
+    assert build_daemon(settings, gallery)[0].run(install_signals=False) == 0
     events = [json.loads(line) for line in out.read_text().splitlines()]
     return events, [json.loads(line) for line in audit.read_text().splitlines()], opened
 
@@ -76,7 +76,7 @@ def test_a_zeromq_door_controller_gets_the_grant_and_its_reply_is_audited(tmp_pa
     out, audit = tmp_path / "z.jsonl", tmp_path / "z.audit.jsonl"
     settings = load_settings(None, sources=[str(data_dir / HAMILTON)], embedder={"runtime": "torch"},
                              sinks={"jsonl": str(out), "zmq": None}, door={"audit": str(audit), "zmq_req": addr})
-    assert Daemon(settings, stills_gallery).run(install_signals=False) == 0
+    assert build_daemon(settings, stills_gallery)[0].run(install_signals=False) == 0
     t.join(10)
     rep.close()
     assert [g["identity"] for g in got] == ["lin_manuel_miranda"]

@@ -175,7 +175,7 @@ def test_sigkill_mid_build_leaves_the_old_or_the_new_gallery(tmp_path: Path, dat
     big = data_dir / "five_celebrity" / "train"  # 93 photos: six 16-photo chunks, each committed on its own
     log = tmp_path / "build.log"
     with log.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "gallery", "build", str(big), "--out", str(path)],
+        proc = subprocess.Popen([sys.executable, "-m", "daemon", "gallery", "build", str(big), "--out", str(path)],
                                 cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
         try:
             deadline, rows = time.monotonic() + 180, old_rows
@@ -245,7 +245,7 @@ def test_rename_and_one_line_errors(gallery: Path, base_gallery: Path, cli, env:
     assert rc == 2
     one_error_line(stderr, "no identity named 'nobody'")
     # The real console process: exit status 2 and a single stderr line, no traceback, no log noise.
-    proc = subprocess.run([sys.executable, "-m", "daemon.cli", "gallery", "remove", "nobody", "--gallery",
+    proc = subprocess.run([sys.executable, "-m", "daemon", "gallery", "remove", "nobody", "--gallery",
                            str(gallery)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     one_error_line(proc.stderr, "no identity named 'nobody'")

@@ -185,8 +185,8 @@ def test_a_low_level_write_of_a_bad_name_is_refused_too(tmp_path: Path) -> None:
 
 
 def test_csv_cells_that_spreadsheets_would_run_are_escaped(tmp_path: Path) -> None:
-    from daemon.attendance import write_report_csv
-    from daemon.outputs import Timeline
+    from daemon.profiles.attendance import write_report_csv
+    from daemon.profiles.outputs import Timeline
 
     write_rows(tmp_path / "a.csv", ["name", "score"], [["=HYPERLINK(\"http://x\")", -0.5], ["+1", 1], ["@x", 2],
                                                        ["-2+3", 3], ["plain", 4], ["\tx", 5]])

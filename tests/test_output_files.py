@@ -22,7 +22,7 @@ from http_helpers import CLI, REPO
 from daemon.cli import main as cli
 from daemon.config import load_settings
 from daemon.runner import Daemon
-from daemon.sinks import JsonlSink
+from daemon.sinks.jsonl import JsonlSink
 
 SECRET = b"precious bytes that must not change\n"
 HAMILTON = "face_recognition_examples/video/short_hamilton_clip.mp4"
@@ -158,7 +158,7 @@ def test_one_event_log_takes_one_daemon(tmp_path) -> None:
 def test_a_second_daemon_on_one_gallery_is_warned(stills_gallery) -> None:
     from structlog.testing import capture_logs
 
-    from daemon.preflight import hold_gallery
+    from daemon.runner import hold_gallery
 
     fd = hold_gallery(stills_gallery)
     try:

@@ -17,7 +17,7 @@ import pytest
 import test_gallery_cli
 from test_gallery_cli import link_photos
 
-from daemon.outputs import Annotator, Timeline
+from daemon.profiles.outputs import Annotator, Timeline
 from models.registry import EMBEDDERS
 from pipeline.gallery import Gallery, Identity
 from pipeline.gallery.cache import CachedFace, EmbeddingCache

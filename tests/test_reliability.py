@@ -205,7 +205,7 @@ def test_config_is_accepted_before_or_after_the_subcommand(tmp_path) -> None:
 
 def test_sigterm_mid_run_logs_every_event_of_every_processed_frame(tmp_path, data_dir, stills_gallery,
                                                                   reference) -> None:
-    from daemon.sinks import subscribe
+    from daemon.sinks.zeromq import subscribe
 
     jsonl = tmp_path / "term.jsonl"
     addr = f"tcp://127.0.0.1:{free_port()}"
@@ -238,7 +238,7 @@ def test_sigterm_mid_run_logs_every_event_of_every_processed_frame(tmp_path, dat
 
 
 def test_sigkill_leaves_whole_lines_and_readers_skip_a_torn_last_one(tmp_path, data_dir) -> None:
-    from daemon.sinks import JsonlSink, read_log
+    from daemon.sinks.jsonl import JsonlSink, read_log
 
     jsonl = tmp_path / "kill.jsonl"
     proc = _start(tmp_path, "--source", str(data_dir / HAMILTON), "--events-jsonl", str(jsonl), "--zmq", "")
@@ -298,8 +298,8 @@ def test_a_failing_sink_and_a_failing_stage_lose_no_track_end(tmp_path, data_dir
                              sinks={"jsonl": str(out), "zmq": None})
     daemon = Daemon(settings, stills_gallery)
     broken = _Broken()
-    daemon.sinks.insert(0, broken)
-    real = daemon.embed.embedder.embed
+    daemon.add_sink(broken, first=True)
+    real = daemon.embedder.embed
     calls = {"n": 0}
 
     def flaky(chips):
@@ -308,10 +308,10 @@ def test_a_failing_sink_and_a_failing_stage_lose_no_track_end(tmp_path, data_dir
             raise RuntimeError("injected embedder failure")
         return real(chips)
 
-    daemon.embed.embedder.embed = flaky
+    daemon.embedder.embed = flaky
     assert daemon.run(install_signals=False) == 0
     events = _events(out)
-    assert broken.calls == daemon.events.events_sent == len(events)
+    assert broken.calls == daemon.snapshot().events_sent == len(events)
     stats = events[-1]
     # the stats body was written before its own send failed
     assert stats["topic"] == "stats" and stats["sink_errors"] == {"_Broken": broken.calls - 1}
@@ -349,7 +349,7 @@ def test_a_subscriber_that_stops_reading_changes_nothing(tmp_path, data_dir, sti
 # ---- 8. soak (short) -------------------------------------------------------------------------------------
 
 def test_soak_four_looped_live_sources_keeps_memory_and_queues_flat(data_dir, stills_gallery) -> None:
-    from daemon.soak import run_soak
+    from daemon.bench.soak import run_soak
 
     settings = load_settings(None, embedder={"runtime": "torch"}, sinks={"zmq": None})
     r = run_soak(settings, stills_gallery, data_dir / HAMILTON, streams=4, seconds=25, warmup_s=10)
@@ -363,7 +363,7 @@ def test_soak_four_looped_live_sources_keeps_memory_and_queues_flat(data_dir, st
 # ---- 9. security -----------------------------------------------------------------------------------------
 
 def test_curve_publisher_reaches_only_subscribers_with_the_server_key(tmp_path) -> None:
-    from daemon.sinks import Subscriber, ZmqPublisher
+    from daemon.sinks.zeromq import Subscriber, ZmqPublisher
 
     keys = tmp_path / "keys"
     keys.mkdir()
@@ -400,8 +400,8 @@ def test_curve_publisher_reaches_only_subscribers_with_the_server_key(tmp_path) 
 
 
 def test_a_looser_secret_key_file_is_refused(tmp_path) -> None:
-    from daemon.keys import generate
-    from daemon.sinks import ZmqPublisher
+    from daemon.sinks.keys import generate
+    from daemon.sinks.zeromq import ZmqPublisher
 
     _, secret = generate(tmp_path)
     secret.chmod(0o644)

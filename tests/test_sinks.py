@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 import zmq
 
-from daemon.sinks import JsonlSink, StdoutSink, Subscriber, ZmqPublisher, encode, format_event, subscribe
+from daemon.sinks import encode
+from daemon.sinks.jsonl import JsonlSink
+from daemon.sinks.stdout import StdoutSink, format_event
+from daemon.sinks.zeromq import Subscriber, ZmqPublisher, subscribe
 
 SYNC = "sync"
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from daemon.config import load_settings
-from daemon.runner import Daemon
+from daemon.profiles import build_daemon
 
 GALLERY = 12
 SHOWN_ENROLLED = 8
@@ -74,7 +74,7 @@ def test_slideshow_names_every_enrolled_person_and_no_stranger(slideshow, one_to
     events_path = slideshow["dir"] / "events.jsonl"
     settings = load_settings(None, sources=[str(slideshow["video"])], embedder={"runtime": "torch"},
                              sinks={"jsonl": str(events_path), "zmq": None})
-    assert Daemon(settings, db).run(install_signals=False) == 0
+    assert build_daemon(settings, db)[0].run(install_signals=False) == 0
     events = [json.loads(line) for line in events_path.read_text().splitlines()]
     named: dict[int, set[str]] = {}
     for e in events:

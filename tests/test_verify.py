@@ -76,7 +76,7 @@ def test_cli_verify_json_and_one_line_errors(data_dir: Path, tmp_path: Path) -> 
     lines += lines[1:]  # 12 pairs so 10-fold tuning has something in every fold
     pairs.write_text("\n".join(lines) + "\n")
     env_cache = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
-    cmd = [sys.executable, "-m", "daemon.cli"]
+    cmd = [sys.executable, "-m", "daemon"]
     out = subprocess.run([*cmd, "eval", "verify", "--pairs", str(pairs), "--json"], capture_output=True,
                          text=True, env=env_cache, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -1,0 +1,101 @@
+"""``facestream bench embed|pipeline|http|live|soak``: the benchmarks (code in daemon/bench/)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from daemon.cli.common import gallery_file, live_args, model_opts, settings_from
+from daemon.cli.printing import CliError, print_result
+from daemon.engines import configured_embedder
+
+
+def cmd_bench_embed(args: argparse.Namespace) -> int:
+    from tools.bench import bench_embed
+
+    settings = settings_from(args)
+    result = bench_embed(configured_embedder(settings), args.batch, args.seconds)
+    print_result(result, args.json)
+    return 0
+
+
+def cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from daemon.bench.pipeline import run_bench
+
+    settings = settings_from(args)
+    result = run_bench(settings, gallery_file(args, settings), Path(args.source), args.baseline,
+                       args.baseline_frames)
+    print_result(result, args.json)
+    return 0
+
+
+def cmd_bench_http(args: argparse.Namespace) -> int:
+    from daemon.bench.http_page import run_bench_http
+
+    settings = settings_from(args)
+    print_result(run_bench_http(settings, gallery_file(args, settings), Path(args.source), args.segments,
+                                args.segment_seconds, args.warmup), args.json)
+    return 0
+
+
+def cmd_bench_live(args: argparse.Namespace) -> int:
+    from daemon.bench.live import run_live
+
+    settings = settings_from(args)
+    try:
+        result = run_live(settings, gallery_file(args, settings), Path(args.source), args.streams, args.fps,
+                          args.seconds, args.size, args.warmup)
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+    print_result(result, args.json)
+    return 0
+
+
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    from daemon.bench.soak import run_soak
+
+    settings = settings_from(args)
+    result = run_soak(settings, gallery_file(args, settings), Path(args.source), args.streams, args.seconds,
+                      args.warmup)
+    print_result(result, args.json)
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="action", required=True)
+    be = bench.add_parser("embed", help="embedding throughput")
+    be.add_argument("--batch", type=int, default=32)
+    be.add_argument("--seconds", type=float, default=5.0)
+    be.add_argument("--json", action="store_true")
+    model_opts(be)
+    be.set_defaults(func=cmd_bench_embed)
+    bp = bench.add_parser("pipeline", help="daemon frames/s on a file vs decoding alone and the seed-style loop")
+    bp.add_argument("--source", required=True, help="video file")
+    bp.add_argument("--gallery", help="gallery file to match against")
+    bp.add_argument("--baseline", action="store_true", help="also time facenet-pytorch's MTCNN on every frame "
+                    "plus one embedding per face")
+    bp.add_argument("--baseline-frames", type=int, help="time the baseline on the first N frames only")
+    bp.add_argument("--json", action="store_true")
+    bp.set_defaults(func=cmd_bench_pipeline)
+    bh = bench.add_parser("http", help="pipeline frames/s on a file with the web page's requests (snapshots, "
+                          "status, event stream, metrics) against without them, alternating in one run")
+    bh.add_argument("--source", required=True, help="video file")
+    bh.add_argument("--gallery", help="gallery file to match against")
+    bh.add_argument("--segments", type=int, default=6, help="pairs of segments without and with the page "
+                    "(default 6)")
+    bh.add_argument("--segment-seconds", type=float, default=10.0, help="length of each segment (default 10)")
+    bh.add_argument("--warmup", type=float, default=5.0, help="seconds before the first segment (default 5)")
+    bh.add_argument("--json", action="store_true")
+    bh.set_defaults(func=cmd_bench_http)
+    bl = bench.add_parser("live", help="N real-time RTSP streams of a file (GStreamer's RTSP server on 127.0.0.1) "
+                          "through the daemon: frames/s, stale drops, capture-to-event latency, queue growth")
+    live_args(bl, "video file to serve", 1, 30.0, 5.0, "seconds after every stream's first frame before measuring")
+    bl.add_argument("--fps", type=float, help="serve at this frame rate (default: the file's own)")
+    bl.add_argument("--size", help="serve scaled to WxH, e.g. 1280x720 (default: the file's own)")
+    bl.set_defaults(func=cmd_bench_live)
+    bs = bench.add_parser("soak", help="looped copies of a file as live cameras at real-time rate: RSS growth, "
+                          "queue depths, drops, latency")
+    live_args(bs, "video file, read N times over as live cameras", 4, 600.0, 60.0,
+               "seconds before RSS growth is measured from")
+    bs.set_defaults(func=cmd_bench_soak)

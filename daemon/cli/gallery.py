@@ -1,0 +1,229 @@
+"""``facestream gallery build|add|remove|rename|list|info|export|calibrate``: argument wiring only."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from daemon.cli.common import model_opts, with_settings
+from daemon.cli.printing import print_rows
+from daemon.config import Settings
+from daemon.engines import check_gallery_model, engine_for_gallery
+
+
+def _gallery_path(args: argparse.Namespace, settings: Settings) -> Path:
+    path = getattr(args, "gallery", None) or settings.gallery.path
+    if not path:
+        raise ValueError("no gallery given: pass --gallery FILE or set gallery.path in the config")
+    return Path(path)
+
+
+def _gates(settings: Settings):
+    from pipeline.gallery.enrol import QualityGates
+
+    g = settings.gallery
+    return QualityGates(g.min_face_px, g.min_blur, g.min_prob)
+
+
+def cmd_build(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from models.registry import get_spec, model_id_for
+    from pipeline.gallery import Gallery
+    from pipeline.gallery.enrol import build
+    from pipeline.gallery.photo_list import collect_sources
+
+    sources = collect_sources(args.source, args.role)
+    withheld: list[str] = []
+    if args.holdout:
+        from pipeline.gallery.photo_list import holdout
+
+        sources, withheld = holdout(sources, args.holdout, args.seed)
+    e = settings.embedder
+    gallery = Gallery.create(args.out, model_id_for(e.model, e.flip), get_spec(e.model).dim)
+    engine = engine_for_gallery(settings, None, gallery.cache(), "dominant")
+    report = Path(args.report) if args.report else None
+    result = build(engine, gallery, sources, _gates(settings), report, target_far=settings.gallery.target_far)
+    if withheld:
+        result["withheld_identities"] = withheld
+    if not args.json:
+        for row in result["skipped_files"]:
+            print(f"skipped {row['path']} ({row['identity']}): {row['reason']}")
+        result = {k: v for k, v in result.items() if k != "skipped_files"}
+    out(result, args.json)
+    return 0
+
+
+def cmd_add(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from pipeline.gallery import Gallery
+
+    images = list(args.images)
+    if args.name_opt and args.name:
+        images.insert(0, args.name)  # with --name, every positional argument is a photo
+    name = args.name_opt or args.name
+    if not name:
+        raise ValueError("give the person's name: gallery add NAME ... or --name NAME")
+    args.images = images
+    if bool(args.images) == bool(args.video):
+        raise ValueError("give photos (gallery add NAME PHOTO...) or one clip (--video CLIP), not both or neither")
+    path = _gallery_path(args, settings)
+    if args.video and not path.exists():
+        gallery = None  # enrolling from video may start a gallery
+    else:
+        gallery = Gallery.open(path)  # a bad file or model fails before torch is imported
+        if gallery.model_id:
+            check_gallery_model(gallery.model_id, f"gallery {gallery.path}")
+    from pipeline.gallery.enrol import enrol
+
+    model_id = gallery.model_id if gallery else None
+    engine = engine_for_gallery(settings, model_id, gallery.cache() if gallery else None, "dominant",
+                                f"gallery {path}")
+    results, summary = None, {}
+    if args.video:
+        from pipeline.gallery.video import video_faces
+
+        results, summary = video_faces(engine, Path(args.video), args.max_faces, settings.gallery.min_face_px)
+        if gallery is None:
+            gallery = Gallery.create(path, engine.embedder.model_id, engine.embedder.dim)
+    assert gallery is not None
+    result = enrol(engine, gallery, name, [Path(p) for p in args.images], _gates(settings),
+                   settings.gallery.target_far, results)
+    for row in result.get("shared_photos", []):
+        print(f"facestream: warning: {row['path']} is also enrolled for {row['also_enrolled_for']}: one of the two "
+              "names is probably wrong", file=sys.stderr)
+    out({**result, **summary}, args.json)
+    return 0 if result["added"] else 1
+
+
+def cmd_remove(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from pipeline.gallery import Gallery
+    from pipeline.gallery.calibration import recalibrate
+
+    gallery = Gallery.open(_gallery_path(args, settings))
+    removed = gallery.remove(args.name)
+    cal = recalibrate(gallery, settings.gallery.target_far)
+    out({"removed": args.name, "templates": removed, "threshold": cal["threshold"], "margin": cal["margin"]},
+        args.json)
+    return 0
+
+
+def cmd_rename(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from pipeline.gallery import Gallery
+    from pipeline.gallery.calibration import recalibrate
+
+    gallery = Gallery.open(_gallery_path(args, settings))
+    new = gallery.rename(args.old, args.new)
+    recalibrate(gallery, settings.gallery.target_far)
+    out({"renamed": args.old, "to": new}, args.json)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from pipeline.gallery import Gallery
+
+    gallery = Gallery.open(_gallery_path(args, settings))
+    _warn_bad_names(gallery)
+    people = gallery.identities()
+    rows = [{"identity": p.name, "templates": len(p.paths), "outliers": int(p.outlier.sum())} for p in people]
+    print_rows(rows, args.json, "{identity:<32} {templates:>4} template(s)  {outliers} outlier(s)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from pipeline.gallery import Gallery
+
+    gallery = Gallery.open(_gallery_path(args, settings))
+    _warn_bad_names(gallery)
+    out(gallery.info(), args.json)
+    return 0
+
+
+def _warn_bad_names(gallery: Any) -> None:
+    """A gallery from before the name rule opens and matches; its bad names are pointed out once per command."""
+    from pipeline.names import clip
+
+    for name in gallery.bad_names():
+        print(f"facestream: warning: identity {clip(name)!r} does not follow the name rule: rename it with "
+              f"'facestream gallery rename OLD NEW --gallery {gallery.path}'", file=sys.stderr)
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from pipeline.gallery import Gallery
+
+    gallery = Gallery.open(_gallery_path(args, settings))  # a bad file fails before torch is imported
+    from tools.gallery_export import export
+
+    npz, meta = export(gallery, Path(args.out))
+    out({"npz": str(npz), "json": str(meta)}, args.json)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from pipeline.gallery import Gallery
+    from pipeline.gallery.calibration import recalibrate
+    from tools.calibrate import save_calibration_png
+
+    gallery = Gallery.open(args.gallery_file)
+    people = gallery.identities()
+    target = args.target_far if args.target_far is not None else settings.gallery.target_far
+    figures = recalibrate(gallery, target, bump=True)
+    if args.roc_png:
+        save_calibration_png(args.roc_png, people)
+    out(figures, args.json)
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Register the ``gallery`` subcommands."""
+    run = with_settings
+    gal = sub.add_parser("gallery", help="build and edit identity galleries").add_subparsers(
+        dest="action", required=True)
+
+    def common(sp: argparse.ArgumentParser, gallery_opt: bool = True) -> None:
+        if gallery_opt:
+            sp.add_argument("--gallery", help="gallery file (default: gallery.path from the config)")
+        sp.add_argument("--json", action="store_true")
+
+    b = gal.add_parser("build", help="build a gallery from a folder per identity or a CSV")
+    b.add_argument("source", help="folder of identity folders, or CSV filename,identity[,role]")
+    b.add_argument("--out", required=True, help="gallery file to create or rebuild")
+    b.add_argument("--role", help="with a CSV: only rows whose role column equals this")
+    b.add_argument("--report", help="folder for skipped.csv, mislabelled.csv, close_identities.csv")
+    b.add_argument("--holdout", type=int, help="leave out this many identities (open-set evaluation)")
+    b.add_argument("--seed", type=int, default=0, help="random seed choosing the --holdout identities")
+    model_opts(b)
+    common(b, gallery_opt=False)
+    b.set_defaults(func=run(cmd_build))
+    a = gal.add_parser("add", help="enrol photos, or a clip, of one person (no rebuild)")
+    a.add_argument("name", nargs="?", help="the person's identity (or --name)")
+    a.add_argument("images", nargs="*", help="photos of the person")
+    a.add_argument("--name", dest="name_opt", help="the person's identity")
+    a.add_argument("--video", help="a clip of the person alone: their best, varied frames are enrolled "
+                   "(refused when it shows several people or none)")
+    a.add_argument("--max-faces", type=int, default=8, help="with --video: most frames enrolled")
+    common(a)
+    a.set_defaults(func=run(cmd_add))
+    r = gal.add_parser("remove", help="erase a person, their templates and cached embeddings")
+    r.add_argument("name")
+    common(r)
+    r.set_defaults(func=run(cmd_remove))
+    rn = gal.add_parser("rename", help="rename a person")
+    rn.add_argument("old")
+    rn.add_argument("new")
+    common(rn)
+    rn.set_defaults(func=run(cmd_rename))
+    for name, func, text in (("list", cmd_list, "enrolled people"), ("info", cmd_info, "counts, model, calibration")):
+        sp = gal.add_parser(name, help=text)
+        common(sp)
+        sp.set_defaults(func=run(func))
+    ex = gal.add_parser("export", help="write PREFIX.npz and PREFIX.json for other tools")
+    ex.add_argument("--out", required=True, help="output prefix")
+    common(ex)
+    ex.set_defaults(func=run(cmd_export))
+    c = gal.add_parser("calibrate", help="choose threshold and margin for a target false accept rate")
+    c.add_argument("gallery_file")
+    c.add_argument("--target-far", type=float)
+    c.add_argument("--roc-png")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=run(cmd_calibrate))

@@ -1,0 +1,62 @@
+"""Routes that read and change the gallery: recognise a photo, list, enrol, erase and rename people. A change
+leaves its figures on the request for the audit log (``daemon/http/guard.py`` writes the line)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from daemon.http.body import uploaded_photos
+from daemon.http.context import HttpContext
+from daemon.http.errors import PHOTO_BODY, ApiError, sees_paths
+
+
+class Rename(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="The identity's new name.")
+
+
+def router(ctx: HttpContext) -> APIRouter:
+    r = APIRouter()
+    faces, http = ctx.faces, ctx.http
+
+    @r.post("/v1/recognize", summary="Every face in an uploaded photo: box, landmarks, identity or unknown, "
+            "score, margin and the threshold used (the daemon's decision rule).", openapi_extra=PHOTO_BODY)
+    async def recognize(request: Request) -> dict[str, Any]:
+        photos = await uploaded_photos(request, http)
+        if len(photos) != 1:
+            raise ApiError(422, f"send exactly one photo, got {len(photos)}")
+        return await run_in_threadpool(faces.recognize, photos[0][1])
+
+    @r.get("/v1/identities", summary="The people in the gallery, with their template counts.")
+    async def identities(request: Request) -> dict[str, Any]:
+        return await run_in_threadpool(faces.identities, sees_paths(request))
+
+    @r.post("/v1/identities/{name}/photos", summary="Enrol one or more photos of a person (created if new); "
+            "each rejected photo comes back with the quality gate's reason. The daemon uses the new gallery "
+            "before this returns.", openapi_extra=PHOTO_BODY)
+    async def enrol(name: str, request: Request) -> dict[str, Any]:
+        photos = await uploaded_photos(request, http)
+        result = await run_in_threadpool(faces.enrol, name, photos)
+        request.state.audit = {"added": result["added"], "rejected": result["rejected"],
+                               "gallery_version": result["gallery_version"]}
+        return result
+
+    @r.delete("/v1/identities/{name}", summary="Erase a person: identity, templates and cached embeddings of "
+              "their photos (as 'gallery remove').")
+    async def erase(name: str, request: Request) -> dict[str, Any]:
+        result = await run_in_threadpool(faces.erase, name)
+        request.state.audit = {"templates": result["templates"], "gallery_version": result["gallery_version"]}
+        return result
+
+    @r.patch("/v1/identities/{name}", summary="Rename a person.")
+    async def rename(name: str, body: Rename, request: Request) -> dict[str, Any]:
+        result = await run_in_threadpool(faces.rename, name, body.name)
+        request.state.audit = {"to": result["to"], "gallery_version": result["gallery_version"]}
+        return result
+
+    return r

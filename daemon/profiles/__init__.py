@@ -1,0 +1,70 @@
+"""The three ways our users run the daemon, each wired onto a built daemon by ``attach``: door access
+(``door``: votes, grant action, audit), attendance (``attendance``: marks once per period, the day's
+report) and video analysis (``analyze`` and its file ``outputs``: timeline, annotated videos, report)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daemon.config import Settings
+from daemon.runner import Daemon
+
+
+@dataclass
+class Attached:
+    """The profile parts a daemon was given (None: its settings did not ask for that one)."""
+
+    timeline: Any = None
+    annotator: Any = None
+    door: Any = None
+    attendance: Any = None
+
+
+def attach(daemon: Daemon) -> Attached:
+    """Give ``daemon`` the parts its settings ask for: the timeline CSV and annotated videos of file runs, the
+    door (``door.audit``) and the attendance book (``attendance.db``)."""
+    s = daemon.settings
+    parts = Attached()
+    if s.sinks.timeline_csv:
+        from daemon.profiles.outputs import Timeline
+
+        parts.timeline = Timeline(path=Path(s.sinks.timeline_csv))
+        daemon.add_observer(parts.timeline)
+    if s.sinks.annotate_dir:
+        from daemon.profiles.outputs import Annotator
+
+        parts.annotator = Annotator(Path(s.sinks.annotate_dir), {})
+        daemon.add_observer(parts.annotator)
+    if s.door.audit:
+        from daemon.profiles.door import DoorController
+
+        dc = s.door
+
+        def operating_point() -> tuple[float, float]:
+            state = daemon.gallery_state()
+            return state.threshold, state.margin
+
+        parts.door = DoorController(Path(dc.audit), operating_point, dc.votes_k, dc.votes_n, dc.cooldown_s,
+                                    list(dc.command) or None, dc.zmq_req, dc.action_timeout_s, daemon.publish)
+        daemon.add_observer(parts.door)
+    if s.attendance.db:
+        from daemon.config.profiles import parse_sessions, read_roster
+        from daemon.profiles.attendance import AttendanceSink
+        from daemon.stores.attendance import open_book
+
+        a = s.attendance
+        roster = read_roster(a.roster) if a.roster else []
+        # Last in the list: its attendance.marked follows the face.recognized it came from in every sink.
+        parts.attendance = AttendanceSink(open_book(a.db, a.site), roster, parse_sessions(a.sessions),
+                                          daemon.publish)
+        daemon.add_sink(parts.attendance)
+    return parts
+
+
+def build_daemon(settings: Settings, gallery: Path | None,
+                 source_options: dict[str, Any] | None = None) -> tuple[Daemon, Attached]:
+    """A daemon with every profile part its settings ask for."""
+    daemon = Daemon(settings, gallery, source_options)
+    return daemon, attach(daemon)

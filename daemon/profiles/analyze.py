@@ -1,0 +1,173 @@
+"""``facestream analyze VIDEO... --gallery G --out DIR``: who appears where, in one command.
+
+Runs the daemon on the videos (files: every frame, deterministic) and writes into DIR: the event log
+(``events.jsonl``), the per-identity timeline (``timeline.csv``), each identity's best frame
+(``best/<identity>.jpg``, the recognition with the highest score), an annotated MP4 per video, a
+timeline plot (``timeline.png``) and ``report.html`` tying them together with relative links only,
+so the folder opens offline and can be copied whole. Every file names people: mode 0600.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import sys
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from daemon.config import Settings, with_overrides
+from daemon.profiles import build_daemon
+from pipeline.names import file_stem, inside
+from pipeline.private_files import open_private
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>facestream analysis</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #bbb;padding:.3em .6em;text-align:left}}img.face{{height:120px;margin:.3em}}</style>
+</head><body>
+<h1>facestream analysis</h1>
+<p>{n_videos} video(s), {n_ids} identit{ies} recognised, gallery {gallery}, model {model}.</p>
+<h2>Who is on screen when</h2>
+<img id="timeline" src="timeline.png" alt="timeline of recognised people per video">
+<h2>People</h2>
+<table><tr><th>identity</th><th>video</th><th>first seen (s)</th><th>last seen (s)</th>
+<th>seconds on screen</th><th>appearances</th></tr>
+{rows}
+</table>
+<h2>Best frames</h2>
+{faces}
+<h2>Files</h2>
+<ul>{files}</ul>
+</body></html>
+"""
+
+
+def _frame(video: Path, index: int) -> Any:
+    cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
+    try:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, bgr = cap.read()
+        return bgr if ok else None
+    finally:
+        cap.release()
+
+
+def _write_jpeg(path: Path, bgr: Any) -> None:
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    if not ok:
+        raise RuntimeError(f"cannot encode {path}")
+    with open_private(path, "wb") as f:
+        f.write(buf.tobytes())
+
+
+def best_frames(events: list[dict], paths: dict[str, Path], out: Path) -> dict[str, str]:
+    """``best/<identity>.jpg``: the face of each identity's highest-scoring recognition, with some context."""
+    best: dict[str, dict] = {}
+    for e in events:
+        if e["topic"] == "face.recognized" and e.get("bbox") and (e["identity"] not in best
+                                                                  or e["score"] > best[e["identity"]]["score"]):
+            best[e["identity"]] = e
+    (out / "best").mkdir(exist_ok=True)
+    written = {}
+    for ident, e in sorted(best.items()):
+        bgr = _frame(paths[e["source"]], e["frame"])
+        if bgr is None:
+            continue
+        x1, y1, x2, y2 = e["bbox"]
+        pad = 0.4 * max(x2 - x1, y2 - y1)
+        h, w = bgr.shape[:2]
+        crop = bgr[max(0, int(y1 - pad)):min(h, int(y2 + pad)), max(0, int(x1 - pad)):min(w, int(x2 + pad))]
+        rel = f"best/{file_stem(ident)}.jpg"  # a name is never a path: '../x' or 'a/b' stay inside best/
+        _write_jpeg(inside(out, rel), crop)
+        written[ident] = rel
+    return written
+
+
+def timeline_plot(rows: list[dict], spans: dict[tuple[str, str], list[tuple[float, float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    people = sorted({ident for _, ident in spans}) or ["(nobody recognised)"]
+    sources = sorted({src for src, _ in spans})
+    colours = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(10, 1.0 + 0.5 * len(people)))
+    for (src, ident), segs in spans.items():
+        ax.broken_barh([(a, max(b - a, 0.05)) for a, b in segs], (people.index(ident) - 0.35, 0.7),
+                       color=colours(sources.index(src) % 10), label=src)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        uniq = dict(zip(labels, handles, strict=True))
+        ax.legend(uniq.values(), uniq.keys(), loc="upper right", fontsize=8)
+    ax.set_yticks(range(len(people)), people)
+    ax.set_xlabel("seconds into the video")
+    ax.set_title("who is on screen when")
+    fig.tight_layout()
+    with open_private(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
+def run_analyze(settings: Settings, gallery: Path | None, videos: list[Path], out: Path) -> dict[str, Any]:
+    missing = [str(v) for v in videos if not v.is_file()]
+    if missing:
+        raise ValueError(f"video file not found: {missing[0]}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    if (out / "events.jsonl").exists() or (out / "report.html").exists():
+        # An earlier analysis is someone's record: never overwritten or appended to.
+        raise ValueError(f"--out {out} already holds an analysis (events.jsonl or report.html): choose a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    settings = with_overrides(settings, sinks={"jsonl": str(out / "events.jsonl"), "zmq": None, "stdout": False,
+                                               "timeline_csv": str(out / "timeline.csv"), "annotate_dir": str(out)})
+    settings = settings.model_copy(update={"sources": [str(v) for v in videos]})
+    events_path = out / "events.jsonl"
+    daemon, parts = build_daemon(settings, gallery)
+    paths = {s.id: Path(s.uri) for s in daemon.specs}
+    from tqdm import tqdm
+
+    total = 0
+    for v in videos:
+        cap = cv2.VideoCapture(str(v), cv2.CAP_FFMPEG)
+        total += max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+        cap.release()
+    rc: dict[str, int] = {}
+    runner = threading.Thread(target=lambda: rc.update(rc=daemon.run(install_signals=False)), daemon=True)
+    runner.start()
+    with tqdm(total=total or None, desc="analyze", unit="frame", disable=not sys.stderr.isatty()) as bar:
+        while runner.is_alive():
+            runner.join(0.2)
+            bar.n = sum(src.frames_processed for src in daemon.snapshot().sources)
+            bar.refresh()
+    events = [json.loads(line) for line in events_path.read_text().splitlines()]
+    rows = parts.timeline.rows()
+    spans: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    for (src, ident), segs in parts.timeline.spans.items():
+        spans[(src, ident)] = segs
+    faces = best_frames(events, paths, out)
+    timeline_plot(rows, spans, out / "timeline.png")
+    annotated = sorted(p.name for p in out.glob("*.annotated.mp4"))
+    for name in annotated:
+        (out / name).chmod(0o600)  # OpenCV's writer creates it with the umask
+    e = html.escape
+    row_html = "\n".join(f"<tr><td>{e(r['identity'])}</td><td>{e(r['source'])}</td><td>{r['first_seen_s']}</td>"
+                         f"<td>{r['last_seen_s']}</td><td>{r['seconds_on_screen']}</td><td>{r['appearances']}</td></tr>"
+                         for r in rows)
+    face_html = "\n".join(f'<figure style="display:inline-block"><img class="face" src="{e(p)}" alt="{e(i)}">'
+                          f"<figcaption>{e(i)}</figcaption></figure>" for i, p in faces.items()) or "<p>none</p>"
+    files = ["events.jsonl", "timeline.csv", "timeline.png", *annotated]
+    page = _PAGE.format(n_videos=len(videos), n_ids=len({r["identity"] for r in rows}),
+                        ies="y" if len({r["identity"] for r in rows}) == 1 else "ies",
+                        gallery=e(str(gallery)), model=e(daemon.model_id), rows=row_html, faces=face_html,
+                        files="".join(f'<li><a href="{e(f)}">{e(f)}</a></li>' for f in files))
+    with open_private(out / "report.html", "w", encoding="utf-8") as f:
+        f.write(page)
+    return {"out": str(out), "videos": len(videos), "exit_code": rc.get("rc"), "events": len(events),
+            "identities": sorted({r["identity"] for r in rows}), "best_frames": faces, "annotated": annotated,
+            "report": str(out / "report.html"), "timeline_csv": str(out / "timeline.csv"),
+            "timeline_png": str(out / "timeline.png")}
