@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +112,39 @@ def hamilton_run(tmp_path_factory, data_dir: Path, stills_gallery: Path) -> tupl
                              sinks={"jsonl": str(out / "a.jsonl"), "zmq": None, "timeline_csv": str(out / "a.csv")})
     assert build_daemon(settings, stills_gallery)[0].run(install_signals=False) == 0
     return [json.loads(line) for line in (out / "a.jsonl").read_text().splitlines()], out / "a.csv"
+
+
+@pytest.fixture(scope="module")
+def cache_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("xdg_cache")
+
+
+@pytest.fixture(scope="module")
+def env(cache_home: Path) -> dict[str, str]:
+    """Environment for a ``facestream`` process: cache out of $HOME, torch runtime, one CPU thread."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FACESTREAM_")}
+    return {**base, "XDG_CACHE_HOME": str(cache_home), "FACESTREAM_EMBEDDER__RUNTIME": "torch",
+            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture
+def cli(monkeypatch, env: dict[str, str]):
+    """Run ``facestream ARGS...`` in-process; returns (exit status, stdout, stderr)."""
+    import structlog
+
+    from daemon.cli import main
+
+    for key in [k for k in os.environ if k not in env]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    saved = structlog.get_config()
+
+    def run(*argv: object) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            rc = main([str(a) for a in argv])
+        return rc, out.getvalue(), err.getvalue()
+
+    yield run
+    structlog.configure(**saved)  # main() points structlog at the redirected stderr

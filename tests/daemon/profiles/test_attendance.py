@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import REPO
 
 from daemon.config import load_settings
 from daemon.config.profiles import parse_sessions, read_roster
 from daemon.profiles import build_daemon
 from daemon.profiles.attendance import period_of
 
-REPO = Path(__file__).resolve().parent.parent
 CLIPS = ["face_recognition_examples/video/short_hamilton_clip.mp4", "videos/known_identity/obama_speech.mp4"]
 
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import zmq
+from cli_helpers import REPO
 from rtsp_helpers import RtspServer, free_port, wait_for
 
 from daemon.config import load_settings
 from daemon.runner import Daemon
 
-REPO = Path(__file__).resolve().parent.parent
 HAMILTON = "face_recognition_examples/video/short_hamilton_clip.mp4"
 CLI = [sys.executable, "-c", "import sys; from daemon.cli import main; sys.exit(main(sys.argv[1:]))"]
 DECISIONS = ("face.recognized", "face.unknown", "track.ended")

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import REPO
 from rtsp_helpers import gstreamer_missing
 
-REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-c", "import sys; from daemon.cli import main; sys.exit(main(sys.argv[1:]))"]
 PER_SOURCE = {"fps_processed", "fps_received", "frames_processed", "frames_dropped_stale", "latency_p50_ms",
               "latency_p99_ms"}

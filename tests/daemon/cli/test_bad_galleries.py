@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_gallery_cli import REPO, one_error_line
+from cli_helpers import REPO, one_error_line
 
 from models.registry import EMBEDDERS
 from pipeline.gallery import Gallery, GalleryError, Identity

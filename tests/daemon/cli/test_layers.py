@@ -27,10 +27,18 @@ def test_cli_module_imports_no_heavy_package() -> None:
                                   ["gallery", "rename", "a", "b", "--gallery", "{g}"],
                                   ["gallery", "remove", "a", "--gallery", "{g}"]])
 def test_light_commands_import_no_heavy_package(tmp_path, argv: list[str]) -> None:
-    from pipeline.gallery import Gallery
+    import numpy as np
+
+    from pipeline.gallery import Gallery, Identity
 
     g = tmp_path / "g.db"
-    Gallery.create(g, "dlib-resnet-v1@2", 128).close()
+    gallery = Gallery.create(g, "dlib-resnet-v1@2", 128)
+    v = np.eye(128, dtype=np.float32)[:1]
+    gallery.replace_identities([Identity("a", v[0], v, np.zeros(1, bool), ["a.jpg"], ["sha-a"])], keep_others=False)
+    gallery.close()
     args = [a.replace("{g}", str(g)) for a in argv]
-    code = (f"import sys\nfrom daemon.cli import main\ntry:\n    main({args!r})\nexcept SystemExit:\n    pass")
+    # Each command runs to its end (exit 0; --help exits through SystemExit(0)), and only then are the modules
+    # counted: a command that failed early would import little and prove nothing.
+    code = (f"import sys\nfrom daemon.cli import main\ntry:\n    rc = main({args!r})\nexcept SystemExit as e:\n"
+            f"    rc = e.code\nassert rc == 0, rc")
     assert _imported_after(code) == set()

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 from daemon_helpers import free_port, run_daemon
 
 from daemon.sinks.zeromq import subscribe
 
-REPO = Path(__file__).resolve().parent.parent
 WALL_CLOCK = {"event_id", "time", "epoch"}
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from cli_helpers import REPO
 from rtsp_helpers import RtspServer
 
 from pipeline.sources import SourceSpec, VideoSource, parse_source
@@ -202,7 +203,7 @@ def test_unreadable_file_says_permission_denied(tmp_path: Path, data_dir: Path) 
         if setpriv is None:
             pytest.skip("running as root without setpriv (util-linux): cannot make a file unreadable")
         cmd = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", *cmd]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO)
     assert out.stdout.strip().endswith("permission denied"), out.stdout + out.stderr
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cli_helpers import REPO
 
 from daemon.config import ConfigError, Settings, load_settings
 
@@ -47,7 +48,7 @@ def test_every_setting_has_a_description() -> None:
 
 
 def test_example_configs_load() -> None:
-    configs = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+    configs = sorted((REPO / "configs").glob("*.toml"))
     assert configs, "configs/ has no example TOML files"
     for cfg in configs:
         load_settings(cfg)

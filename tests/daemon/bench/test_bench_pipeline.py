@@ -6,9 +6,9 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from cli_helpers import REPO
+
 KEYS = {"decode_fps", "pipeline_fps", "baseline_fps", "speedup_vs_baseline", "fraction_of_decode",
         "faces_embedded_per_s", "startup_s", "peak_rss_mb", "latency_p50_ms", "latency_p99_ms"}
 

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cli_helpers import REPO
 from daemon_helpers import run_daemon
 
-REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-c", "import sys; from daemon.cli import main; sys.exit(main(sys.argv[1:]))"]
 HAMILTON = Path("face_recognition_examples/video/short_hamilton_clip.mp4")
 
