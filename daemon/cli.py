@@ -33,11 +33,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from models.registry import EMBEDDERS
+    from models.registry import EMBEDDERS, LIVENESS_MODELS
 
     _settings(args)
-    rows = [{"name": s.name, "dim": s.dim, "input": s.input_size, "description": s.description}
+    rows = [{"name": s.name, "family": "embedder", "dim": s.dim, "input": s.input_size, "description": s.description}
             for s in EMBEDDERS.values()]
+    rows += [{"name": s.name, "family": "liveness", "dim": s.classes, "input": s.input_size,
+              "description": s.description} for s in LIVENESS_MODELS.values()]
     print_rows(rows, args.json, "{name:<18} {dim:>4}-D  {input}x{input}  {description}")
     return 0
 
@@ -66,6 +68,23 @@ def cmd_eval_verify(args: argparse.Namespace) -> int:
     engine = still_engine(settings, "center")
     result = run_verify(engine, args.pairs, args.tune_pairs, args.roc_png)
     print_result(result, args.json)
+    return 0
+
+
+def cmd_eval_liveness(args: argparse.Namespace) -> int:
+    from models.detector import MTCNNDetector
+    from pipeline.liveness import LivenessScorer, LivenessSettings
+    from tools.eval_liveness import read_labels, run_eval_liveness, text_summary
+
+    settings = _settings(args)
+    items = read_labels(args.labels)  # a bad CSV fails before any network loads
+    exports = settings.cache_dir / "exports"
+    detector = MTCNNDetector(settings.detector.to_settings(), runtime=settings.detector.runtime, export_dir=exports)
+    weights = Path(args.weights_dir) if args.weights_dir else None
+    scorer = LivenessScorer(LivenessSettings(runtime=args.runtime, weights_dir=weights, export_dir=exports))
+    result = run_eval_liveness(items, detector, scorer, args.video_frames, args.threshold, args.target_apcer,
+                               args.roc_png, progress=not args.json)
+    print_result(result if args.json else text_summary(result), args.json)
     return 0
 
 
@@ -249,6 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
     vf.add_argument("--json", action="store_true")
     model_opts(vf)
     vf.set_defaults(func=cmd_eval_verify)
+    lv = ev.add_parser("liveness", help="APCER/BPCER of passive liveness on a filename,label[,kind] CSV of images "
+                       "and videos (label live or attack)")
+    lv.add_argument("--labels", required=True)
+    lv.add_argument("--video-frames", type=int, default=10, help="frames sampled evenly per video (default 10)")
+    lv.add_argument("--threshold", type=float, help="live when the score reaches this (default 0.5, published)")
+    lv.add_argument("--target-apcer", type=float, default=0.10, help="report the threshold for this APCER")
+    lv.add_argument("--weights-dir", help="folder with the published .pth files (default: cache, then download)")
+    lv.add_argument("--runtime", choices=["onnx", "torch"], default="onnx")
+    lv.add_argument("--roc-png", help="write the ROC curve here")
+    lv.add_argument("--json", action="store_true")
+    lv.set_defaults(func=cmd_eval_liveness)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="action", required=True)
     be = bench.add_parser("embed", help="embedding throughput")
