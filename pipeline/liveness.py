@@ -38,6 +38,10 @@ class LivenessSettings:
     models: tuple[str, ...] = DEFAULT_MODELS
 
     def __post_init__(self) -> None:
+        for name in ("weights_dir", "cache_dir", "export_dir"):  # a str from a config or CLI works too
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value).expanduser())
         if self.runtime not in ("onnx", "torch"):
             raise ValueError(f"liveness runtime must be 'onnx' or 'torch', got {self.runtime!r}")
         if self.threads < 0:
