@@ -1,4 +1,5 @@
-"""The embedder families we know: name, dimension, input size, alignment template and loader."""
+"""The model families we know: embedders (name, dimension, input size, alignment template, loader) and the
+liveness models (crop scale, weights file and checksum)."""
 
 from __future__ import annotations
 
@@ -95,3 +96,49 @@ def model_id_for(name: str, flip: bool) -> str:
 def split_model_id(model_id: str) -> tuple[str, bool]:
     """Split a stored model id (``dlib-resnet-v1@2:flip``) into the embedder name and the flip flag."""
     return model_id.split("@", 1)[0], model_id.endswith(":flip")
+
+
+# Passive liveness (presentation attack detection): a family of its own, since it scores faces instead of
+# embedding them. The files are minivision-ai/Silent-Face-Anti-Spoofing's published state dicts; the checksums
+# pin the exact bytes the figures in docs/liveness.md were measured with.
+LIVENESS_URL = ("https://raw.githubusercontent.com/minivision-ai/Silent-Face-Anti-Spoofing/master/"
+                "resources/anti_spoof_models/")
+
+
+@dataclass(frozen=True)
+class LivenessSpec:
+    """Static facts about one liveness model: its crop (``scale`` x the face box), weights file and checksum."""
+
+    name: str
+    arch: str
+    scale: float
+    input_size: int
+    filename: str
+    sha256: str
+    description: str
+    classes: int = 3
+    live_class: int = 1
+
+    @property
+    def url(self) -> str:
+        return LIVENESS_URL + self.filename
+
+
+LIVENESS_MODELS: dict[str, LivenessSpec] = {
+    "minifasnet-v2": LivenessSpec(
+        "minifasnet-v2", "MiniFASNetV2", 2.7, 80, "2.7_80x80_MiniFASNetV2.pth",
+        "a5eb02e1843f19b5386b953cc4c9f011c3f985d0ee2bb9819eea9a142099bec0",
+        "MiniFASNetV2 passive liveness on 2.7x face crops (Silent-Face-Anti-Spoofing, Apache-2.0)"),
+    "minifasnet-v1se": LivenessSpec(
+        "minifasnet-v1se", "MiniFASNetV1SE", 4.0, 80, "4_0_0_80x80_MiniFASNetV1SE.pth",
+        "84ee1d37d96894d5e82de5a57df044ef80a58be2b218b5ed7cdfd875ec2f5990",
+        "MiniFASNetV1SE passive liveness on 4.0x face crops (Silent-Face-Anti-Spoofing, Apache-2.0)"),
+}
+
+
+def get_liveness_spec(name: str) -> LivenessSpec:
+    """The spec of a known liveness model, or a ValueError naming the known ones."""
+    try:
+        return LIVENESS_MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown liveness model {name!r}; choose one of {', '.join(LIVENESS_MODELS)}") from None

@@ -60,6 +60,37 @@ def cmd_identify(args: argparse.Namespace, settings: Settings, out: Callable[[di
     return 0
 
 
+def cmd_eval_liveness(args: argparse.Namespace) -> int:
+    from models.detector import MTCNNDetector
+    from pipeline.liveness import LivenessScorer, LivenessSettings
+    from tools.eval_liveness import read_labels, run_eval_liveness, text_summary
+
+    settings = settings_from(args)
+    items = read_labels(args.labels)  # a bad CSV fails before any network loads
+    exports = settings.cache_dir / "exports"
+    detector = MTCNNDetector(settings.detector.to_settings(), runtime=settings.detector.runtime, export_dir=exports)
+    weights = Path(args.weights_dir) if args.weights_dir else None
+    scorer = LivenessScorer(LivenessSettings(runtime=args.runtime, weights_dir=weights, export_dir=exports))
+    result = run_eval_liveness(items, detector, scorer, args.video_frames, args.threshold, args.target_apcer,
+                               args.roc_png, progress=not args.json)
+    print_result(result if args.json else text_summary(result), args.json)
+    return 0
+
+
+def _add_liveness(ev: Any) -> None:
+    lv = ev.add_parser("liveness", help="APCER/BPCER of passive liveness on a filename,label[,kind] CSV of images "
+                       "and videos (label live or attack)")
+    lv.add_argument("--labels", required=True)
+    lv.add_argument("--video-frames", type=int, default=10, help="frames sampled evenly per video (default 10)")
+    lv.add_argument("--threshold", type=float, help="live when the score reaches this (default 0.5, published)")
+    lv.add_argument("--target-apcer", type=float, default=0.10, help="report the threshold for this APCER")
+    lv.add_argument("--weights-dir", help="folder with the published .pth files (default: cache, then download)")
+    lv.add_argument("--runtime", choices=["onnx", "torch"], default="onnx")
+    lv.add_argument("--roc-png", help="write the ROC curve here")
+    lv.add_argument("--json", action="store_true")
+    lv.set_defaults(func=cmd_eval_liveness)
+
+
 def add_commands(sub: Any) -> None:
     ev = sub.add_parser("eval", help="evaluate accuracy").add_subparsers(dest="action", required=True)
     vf = ev.add_parser("verify", help="pair verification accuracy on an img_a,img_b,same CSV")
@@ -80,3 +111,4 @@ def add_commands(sub: Any) -> None:
     i.add_argument("--margin", type=float, help="override the gallery's calibrated margin")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=with_settings(cmd_identify))
+    _add_liveness(ev)

@@ -10,11 +10,13 @@ from daemon.cli.printing import print_rows
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from models.registry import EMBEDDERS
+    from models.registry import EMBEDDERS, LIVENESS_MODELS
 
     settings_from(args)
-    rows = [{"name": s.name, "dim": s.dim, "input": s.input_size, "description": s.description}
+    rows = [{"name": s.name, "family": "embedder", "dim": s.dim, "input": s.input_size, "description": s.description}
             for s in EMBEDDERS.values()]
+    rows += [{"name": s.name, "family": "liveness", "dim": s.classes, "input": s.input_size,
+              "description": s.description} for s in LIVENESS_MODELS.values()]
     print_rows(rows, args.json, "{name:<18} {dim:>4}-D  {input}x{input}  {description}")
     return 0
 
