@@ -88,9 +88,13 @@ def hold_gallery(path: Path) -> int | None:
     return fd
 
 
-def _sinks(settings: Settings) -> list[Any]:
+def _sinks(settings: Settings, sources: list[str]) -> list[Any]:
     s = settings.sinks
     out: list[Any] = []
+    if settings.mqtt.url:
+        from daemon.sinks.mqtt import MqttSink
+
+        out.append(MqttSink(settings.mqtt, settings.mqtt.spool, sources))
     if s.jsonl:
         out.append(JsonlSink(s.jsonl))
     if s.zmq:
@@ -126,7 +130,7 @@ class Daemon:
                                     io_timeout_s=p.stall_timeout_by_source.get(s.id, p.stall_timeout_s),
                                     open_timeout_s=p.open_timeout_s, **(source_options or {}))
                         for s in self.specs]
-        self._sinks: list[Any] = _sinks(settings)
+        self._sinks: list[Any] = _sinks(settings, [s.id for s in self.specs])
         self._stop = threading.Event()
         # Set only when a stop was asked for (signal, request_stop): the detect stage then lets undetected
         # frames go. A file that simply ended is processed to its last frame.
@@ -233,7 +237,8 @@ class Daemon:
             frames_skipped_on_stop=self._detect.frames_skipped_on_stop, faces_embedded=self._embed.faces_embedded,
             events_sent=ev.events_sent, events_dropped_zmq=zmq.dropped if zmq else 0,
             sink_errors=dict(ev.sink_errors), frames_done=dict(ev.frames_done), latency=ev.latency(),
-            gallery=self.gallery_state())
+            gallery=self.gallery_state(),
+            sink_counters={k: v for s in self._sinks if hasattr(s, "counters") for k, v in s.counters().items()})
 
     def stats(self) -> dict[str, Any]:
         """The ``stats`` event's body (the events stage asks for it every ``pipeline.stats_interval_s``)."""

@@ -4,7 +4,7 @@ reach into a stage."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.match import Matcher
@@ -55,6 +55,7 @@ class DaemonStats:
     frames_done: dict[str, int]
     latency: dict[str, float | None]
     gallery: GalleryState
+    sink_counters: dict[str, Any] = field(default_factory=dict)  # the MQTT sink's: published, spooled, ...
 
     def as_event(self) -> dict[str, Any]:
         """The body of the ``stats`` event (the events stage adds latency and the track counts)."""
@@ -66,4 +67,5 @@ class DaemonStats:
             "faces_embedded": self.faces_embedded, "frames_skipped_on_stop": self.frames_skipped_on_stop,
             "stage_errors": {k: v for k, v in self.stage_errors.items() if v},
             "events_dropped_zmq": self.events_dropped_zmq, "frames_done": dict(self.frames_done),
+            **self.sink_counters,
         }

@@ -27,6 +27,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: Any) -> int:
         sinks["annotate_dir"] = Path(args.annotate_dir)
     if sinks:  # validated like the file: --zmq tcp://0.0.0.0:P meets the same key check
         settings = with_overrides(settings, sinks=sinks)
+    if args.mqtt is not None:  # a password in it is refused: it would show in every process list
+        settings = with_overrides(settings, mqtt={"url": args.mqtt or None})
     if args.http:  # and --http 0.0.0.0:P meets the token check
         settings = with_overrides(settings, http={"listen": args.http})
     if args.source:
@@ -93,6 +95,8 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--events-jsonl", help="append events to this JSON-lines file")
     r.add_argument("--zmq", help="ZeroMQ PUB bind address ('' for none; default tcp://127.0.0.1:5556)")
     r.add_argument("--stdout", action="store_true", help="print a readable line per event")
+    r.add_argument("--mqtt", help="publish events to this MQTT broker, mqtt://HOST:PORT or mqtts://HOST:PORT "
+                   "(the password goes in mqtt.password_file or FACESTREAM_MQTT_PASSWORD, never here)")
     r.add_argument("--timeline-csv", help="file sources: write a per-identity timeline CSV at the end")
     r.add_argument("--annotate-dir", help="file sources: write <source>.annotated.mp4 in this folder")
     r.add_argument("--http", help="serve the HTTP API, web page and /metrics on HOST:PORT (127.0.0.1:8080); "

@@ -1,5 +1,5 @@
 """Settings, one module per section (Frigate-style): ``models`` ([detector], [embedder]), ``gallery``,
-``pipeline``, ``sinks``, ``http``, ``profiles`` ([door], [attendance]), ``paths`` ([paths]: the state
+``pipeline``, ``sinks``, ``mqtt``, ``http``, ``profiles`` ([door], [attendance]), ``paths`` ([paths]: the state
 directory), and ``settings`` (the whole, loaded from TOML and the environment). ``outputs`` checks every file
 a run will write before it writes any.
 """

@@ -20,12 +20,13 @@ def check_outputs(settings: Settings) -> None:
 
     s, a = settings.sinks, settings.attendance
     state = settings.paths.state_dir.expanduser()
-    outputs = [p for p in (s.jsonl, settings.door.audit, a.db, settings.http.audit_log) if p]
+    spool = settings.mqtt.spool if settings.mqtt.url else None
+    outputs = [p for p in (s.jsonl, settings.door.audit, a.db, settings.http.audit_log, spool) if p]
     if any(state in Path(p).parents for p in outputs) and not state.is_dir():
         state.mkdir(mode=0o700, parents=True)  # the one folder made for the user: it is ours
     for path, what in ((s.jsonl, "sinks.jsonl (--events-jsonl)"), (s.timeline_csv, "sinks.timeline_csv"),
                        (settings.door.audit, "door.audit"), (settings.http.audit_log, "http.audit_log"),
-                       (a.db, "attendance.db")):
+                       (a.db, "attendance.db"), (spool, "mqtt.spool")):
         if path:
             check_output(path, what)
     if s.annotate_dir and not Path(s.annotate_dir).expanduser().is_dir():

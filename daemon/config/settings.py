@@ -18,10 +18,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from daemon.config.actions import ActionConfig
 from daemon.config.common import ConfigError
 from daemon.config.gallery import GalleryConfig
 from daemon.config.http import HttpConfig
 from daemon.config.models import DetectorConfig, EmbedderConfig
+from daemon.config.mqtt import MqttConfig
 from daemon.config.paths import PathsConfig
 from daemon.config.pipeline import PipelineConfig
 from daemon.config.profiles import AttendanceConfig, DoorConfig
@@ -37,8 +39,12 @@ class Settings(BaseSettings):
     gallery: GalleryConfig = Field(default_factory=GalleryConfig, description="Gallery building and matching.")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Streaming pipeline settings.")
     sinks: SinksConfig = Field(default_factory=SinksConfig, description="Where events go.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT events, retained state and Home "
+                             "Assistant discovery.")
     attendance: AttendanceConfig = Field(default_factory=AttendanceConfig, description="Attendance marking.")
     door: DoorConfig = Field(default_factory=DoorConfig, description="Door access decisions and action.")
+    actions: list[ActionConfig] = Field(default_factory=list, description="What runs when an event happens "
+                                        "([[actions]] tables).")
     http: HttpConfig = Field(default_factory=HttpConfig, description="HTTP API, web page and Prometheus metrics.")
     paths: PathsConfig = Field(default_factory=PathsConfig, description="Where state files live.")
     sources: list[str] = Field(default_factory=list, description="Sources: file paths, camera indexes, rtsp:// "
@@ -67,6 +73,7 @@ class Settings(BaseSettings):
         self.door = self.door.model_copy(update={"audit": r(self.door.audit)})
         self.attendance = self.attendance.model_copy(update={"db": r(self.attendance.db)})
         self.http = self.http.model_copy(update={"audit_log": r(self.http.audit_log)})
+        self.mqtt = self.mqtt.model_copy(update={"spool": r(self.mqtt.spool)})
         return self
 
 

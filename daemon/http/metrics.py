@@ -61,6 +61,7 @@ class _DaemonCollector(Collector):
         for name, n in snap.sink_errors.items():
             sink_errors.add_metric([name], n)
         yield sink_errors
+        yield from _mqtt(snap.sink_counters)
         yield GaugeMetricFamily("facestream_gallery_identities", "People in the gallery in use.",
                                 value=snap.gallery.identities)
         yield GaugeMetricFamily("facestream_gallery_version", "Version of the gallery in use.",
@@ -85,6 +86,29 @@ class _DaemonCollector(Collector):
         if guard.audit is not None:
             yield CounterMetricFamily("facestream_api_audit_lines", "Lines written to the API audit log.",
                                       value=guard.audit.lines)
+
+
+def _mqtt(c: dict[str, Any]) -> Iterator[Metric]:
+    """The MQTT sink's and the actions' counters, when they run."""
+    if "actions" in c:
+        runs = CounterMetricFamily("facestream_action_runs", "Action runs by result (ok, failed, timed_out) and "
+                                   "events not run (rate_limited, dropped).", labels=["action", "result"])
+        for name, counts in c["actions"].items():
+            for result in ("ok", "failed", "timed_out", "rate_limited", "dropped"):
+                runs.add_metric([name, result], counts.get(result, 0))
+        yield runs
+    if "mqtt_published" not in c:
+        return
+    yield CounterMetricFamily("facestream_mqtt_published", "Messages the MQTT broker acknowledged.",
+                              value=c["mqtt_published"])
+    yield CounterMetricFamily("facestream_mqtt_spooled", "Events kept in the on-disk spool because the broker "
+                              "was not connected.", value=c["mqtt_spooled"])
+    yield CounterMetricFamily("facestream_mqtt_dropped", "Messages dropped because the spool was full.",
+                              value=c["mqtt_dropped"])
+    yield GaugeMetricFamily("facestream_mqtt_pending", "Messages in the spool, not yet acknowledged.",
+                            value=c["mqtt_pending"])
+    yield GaugeMetricFamily("facestream_mqtt_connected", "1 while connected to the MQTT broker.",
+                            value=float(c["mqtt_connected"]))
 
 
 class DaemonMetrics:

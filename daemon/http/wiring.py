@@ -70,4 +70,4 @@ def status(daemon: Daemon, view: Any, hub: Any, paths: bool = False) -> dict[str
                         "margin": round(gal.margin, 4)},
             "sources": sources, "queues": snap.queues, "faces_embedded": snap.faces_embedded, "latency": snap.latency,
             "stage_errors": {k: v for k, v in snap.stage_errors.items() if v}, "events_sent": snap.events_sent,
-            "sse_events_dropped": hub.dropped}
+            "sse_events_dropped": hub.dropped, **snap.sink_counters}

@@ -20,11 +20,12 @@ class Attached:
     annotator: Any = None
     door: Any = None
     attendance: Any = None
+    actions: Any = None
 
 
 def attach(daemon: Daemon) -> Attached:
     """Give ``daemon`` the parts its settings ask for: the timeline CSV and annotated videos of file runs, the
-    door (``door.audit``) and the attendance book (``attendance.db``)."""
+    door (``door.audit``), the attendance book (``attendance.db``) and the ``[[actions]]``."""
     s = daemon.settings
     parts = Attached()
     if s.sinks.timeline_csv:
@@ -60,6 +61,11 @@ def attach(daemon: Daemon) -> Attached:
         parts.attendance = AttendanceSink(open_book(a.db, a.site), roster, parse_sessions(a.sessions),
                                           daemon.publish)
         daemon.add_sink(parts.attendance)
+    if s.actions:  # last: it sees the door's and the attendance's events too
+        from daemon.actions.dispatch import ActionSink
+
+        parts.actions = ActionSink(list(s.actions))
+        daemon.add_sink(parts.actions)
     return parts
 
 

@@ -6,14 +6,13 @@ person too: one lucky frame, or a face between two enrolled people, never opens 
 confirmed unknown is denied. The same person is not granted twice within the cooldown (the door is
 already open). On a grant the configured action runs in a worker thread, so a slow door controller
 never stalls the cameras: a command (an argv list from the settings, never a shell string; the event
-is written to its stdin as JSON) with a timeout, or a ZeroMQ REQ message awaiting the reply. The
+is written to its stdin as JSON) with a timeout, or a ZeroMQ REQ message awaiting the reply, run by the same
+runner as every ``[[actions]]`` entry (``daemon/actions/runner.py``). The
 audit JSONL (0600) says why for every decision: top-1 and top-2 with scores, margin, votes, threshold.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 import threading
 import time
 from collections import Counter, deque
@@ -23,42 +22,11 @@ from typing import Any
 
 import structlog
 
+from daemon.actions.runner import ActionTarget, run_target
 from daemon.stores.audit import open_audit
 from pipeline.types import MatchedFrame, TrackDecision
 
 log = structlog.get_logger(__name__)
-
-
-def run_command(argv: list[str], event: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    t0 = time.monotonic()
-    try:
-        r = subprocess.run(argv, input=json.dumps(event), capture_output=True, text=True, timeout=timeout_s)
-        return {"kind": "command", "exit_code": r.returncode, "ok": r.returncode == 0, "timed_out": False,
-                "stderr": r.stderr.strip()[-200:], "took_s": round(time.monotonic() - t0, 3)}
-    except subprocess.TimeoutExpired:
-        return {"kind": "command", "exit_code": None, "ok": False, "timed_out": True,
-                "took_s": round(time.monotonic() - t0, 3)}
-    except OSError as exc:
-        return {"kind": "command", "exit_code": None, "ok": False, "timed_out": False, "error": str(exc)}
-
-
-def request_zmq(addr: str, event: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    import zmq
-
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    t0 = time.monotonic()
-    try:
-        sock.connect(addr)
-        sock.send_string(json.dumps(event))
-        if sock.poll(int(timeout_s * 1000)):
-            reply = sock.recv_string()
-            return {"kind": "zmq", "ok": True, "reply": reply[:200], "timed_out": False,
-                    "took_s": round(time.monotonic() - t0, 3)}
-        return {"kind": "zmq", "ok": False, "timed_out": True, "took_s": round(time.monotonic() - t0, 3)}
-    finally:
-        sock.close()
 
 
 class DoorController:
@@ -129,13 +97,9 @@ class DoorController:
 
         def act() -> None:
             result: dict[str, Any] | None = None
-            try:
-                if self.command:
-                    result = run_command(self.command, event, self.action_timeout_s)
-                elif self.zmq_req:
-                    result = request_zmq(self.zmq_req, event, self.action_timeout_s)
-            except Exception as exc:  # a broken controller is audited, never raised into the pipeline
-                result = {"ok": False, "error": str(exc)}
+            if self.command or self.zmq_req:  # the runner every action uses; it never raises
+                result = run_target(ActionTarget(tuple(self.command or ()), None, self.zmq_req,
+                                                 self.action_timeout_s), event)
             self._write({**why, "decision": "granted", "identity": who, "action": result})
             log.info("access_granted", identity=who, action=result)
 
