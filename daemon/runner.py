@@ -96,7 +96,7 @@ def _sinks(settings: Settings, sources: list[str]) -> list[Any]:
 
         out.append(MqttSink(settings.mqtt, settings.mqtt.spool, sources))
     if s.jsonl:
-        out.append(JsonlSink(s.jsonl))
+        out.append(JsonlSink(s.jsonl, rotate_daily=settings.retention.events_days is not None))
     if s.zmq:
         out.append(ZmqPublisher(s.zmq, s.zmq_hwm, secret_key=s.zmq_secret_key, insecure=s.insecure))
     if s.stdout:
@@ -137,6 +137,7 @@ class Daemon:
         self._interrupted = threading.Event()
         self._build_stages(state)
         self._servers: list[Server] = []
+        self._tasks: list[Any] = []
         self._reload = threading.Event()
         self._reload_lock = threading.Lock()
         self._started = 0.0
@@ -185,6 +186,10 @@ class Daemon:
 
     def add_server(self, server: Server) -> None:
         self._servers.append(server)
+
+    def add_task(self, task: Any) -> None:
+        """Background work for the daemon's life (retention): ``start()`` after the stages, ``stop()`` at the end."""
+        self._tasks.append(task)
 
     @property
     def servers(self) -> tuple[Server, ...]:
@@ -286,6 +291,8 @@ class Daemon:
         for server in self._servers:
             server.start()
             log.info("http_listening", url=server.url)
+        for task in self._tasks:
+            task.start()
         log.info("daemon_started", sources=[s.display_uri for s in self.specs], model=self.embedder.model_id)
         # Files end by themselves; a daemon with no source at all (facestream serve) runs until stopped.
         ends_by_itself = bool(self.specs) and all(not s.live for s in self.specs)
@@ -337,6 +344,8 @@ class Daemon:
         for server in self._servers:
             if not server.stop():
                 log.warning("http_server_not_stopped_in_time")
+        for task in self._tasks:
+            task.stop()
         if self._gallery_fd is not None:
             os.close(self._gallery_fd)  # and its advisory lock
             self._gallery_fd = None

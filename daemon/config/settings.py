@@ -27,6 +27,7 @@ from daemon.config.mqtt import MqttConfig
 from daemon.config.paths import PathsConfig
 from daemon.config.pipeline import PipelineConfig
 from daemon.config.profiles import AttendanceConfig, DoorConfig
+from daemon.config.retention import RetentionConfig
 from daemon.config.sinks import SinksConfig
 from models.paths import default_cache_dir
 
@@ -46,6 +47,8 @@ class Settings(BaseSettings):
     actions: list[ActionConfig] = Field(default_factory=list, description="What runs when an event happens "
                                         "([[actions]] tables).")
     http: HttpConfig = Field(default_factory=HttpConfig, description="HTTP API, web page and Prometheus metrics.")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig, description="How long records that "
+                                       "name people are kept.")
     paths: PathsConfig = Field(default_factory=PathsConfig, description="Where state files live.")
     sources: list[str] = Field(default_factory=list, description="Sources: file paths, camera indexes, rtsp:// "
                                "or http(s):// URLs.")

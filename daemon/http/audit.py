@@ -21,8 +21,8 @@ def _clip(text: str, n: int) -> str:
 
 
 class ApiAudit:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.store = open_audit(path, "http.audit_log")
+    def __init__(self, path: str | os.PathLike[str], rotate_daily: bool = False) -> None:
+        self.store = open_audit(path, "http.audit_log", rotate_daily)
 
     @property
     def lines(self) -> int:

@@ -46,7 +46,7 @@ def attach_http(daemon: Daemon) -> Daemon:
     ctx = HttpContext(settings.http, faces, hub, view, metrics, lambda paths: status(daemon, view, hub, paths))
     g = daemon.gallery_path
     audit_path = settings.http.audit_log or (g.with_name(g.name + ".api-audit.jsonl") if g is not None else None)
-    audit = ApiAudit(audit_path) if audit_path is not None else None
+    audit = ApiAudit(audit_path, settings.retention.audit_days is not None) if audit_path is not None else None
     app = make_app(ctx, audit)
     metrics.guard = app
     daemon.add_server(HttpServer(app, settings.http.listen, on_stop=[audit.close] if audit else []))

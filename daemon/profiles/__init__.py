@@ -8,8 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from daemon.config import Settings
 from daemon.runner import Daemon
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -48,7 +52,8 @@ def attach(daemon: Daemon) -> Attached:
             return state.threshold, state.margin
 
         parts.door = DoorController(Path(dc.audit), operating_point, dc.votes_k, dc.votes_n, dc.cooldown_s,
-                                    list(dc.command) or None, dc.zmq_req, dc.action_timeout_s, daemon.publish)
+                                    list(dc.command) or None, dc.zmq_req, dc.action_timeout_s, daemon.publish,
+                                    rotate_daily=s.retention.audit_days is not None)
         daemon.add_observer(parts.door)
     if s.attendance.db:
         from daemon.config.profiles import parse_sessions, read_roster
@@ -72,5 +77,12 @@ def attach(daemon: Daemon) -> Attached:
 def build_daemon(settings: Settings, gallery: Path | None,
                  source_options: dict[str, Any] | None = None) -> tuple[Daemon, Attached]:
     """A daemon with every profile part its settings ask for."""
+    if settings.retention.any:  # at start, before any log is opened (and so held), then hourly
+        from daemon.stores.retention import RetentionKeeper, enforce
+
+        for rm in enforce(settings):
+            log.info("retention_removed", **rm.as_dict())
     daemon = Daemon(settings, gallery, source_options)
+    if settings.retention.any:
+        daemon.add_task(RetentionKeeper(settings))
     return daemon, attach(daemon)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import json
 import os
@@ -14,6 +15,7 @@ from typing import Any, Self, TextIO
 import structlog
 
 from daemon.sinks import check_event, dumps
+from daemon.sinks.rotation import file_day, rotate
 from pipeline.private_files import check_output, open_fd
 
 log = structlog.get_logger(__name__)
@@ -29,24 +31,44 @@ class JsonlSink:
     two daemons appending to one log interleave their events.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], rotate_daily: bool = False) -> None:
         p = check_output(path, "event log")
         self.path = p
+        self.rotate_daily = rotate_daily
         self._lock = threading.Lock()
-        fd = open_fd(p, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+        self._file: TextIO | None = self._open()
+        self._day = file_day(self._file.fileno()) if self._regular else dt.date.today()
+
+    def _open(self) -> TextIO:
+        fd = open_fd(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
         try:
             self._regular = stat.S_ISREG(os.fstat(fd).st_mode)
             if self._regular:  # a FIFO or device is written to as it is
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    raise ValueError(f"event log {p} is in use by another facestream daemon: give each daemon "
-                                     "its own file") from None
-                _end_with_complete_line(fd, p)
+                    raise ValueError(f"event log {self.path} is in use by another facestream daemon: give each "
+                                     "daemon its own file") from None
+                _end_with_complete_line(fd, self.path)
         except BaseException:
             os.close(fd)
             raise
-        self._file: TextIO | None = os.fdopen(fd, "a", encoding="utf-8")
+        return os.fdopen(fd, "a", encoding="utf-8")
+
+    def _rotate_if_new_day(self) -> None:
+        """With retention, each local day gets its own file (``events.2026-12-02.jsonl``), so old days can be
+        deleted whole while this one is written."""
+        today = dt.date.today()
+        if not (self.rotate_daily and self._regular and today != self._day and self._file is not None):
+            self._day = today
+            return
+        if os.fstat(self._file.fileno()).st_size:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            rotate(self.path, self._day)  # still locked by our fd: nobody else appends meanwhile
+            self._file.close()
+            self._file = self._open()
+        self._day = today
 
     def send(self, topic: str, body: dict[str, Any]) -> None:
         check_event(topic, body)
@@ -54,6 +76,7 @@ class JsonlSink:
         with self._lock:
             if self._file is None:
                 raise RuntimeError(f"event log {self.path} is closed")
+            self._rotate_if_new_day()
             self._file.write(line + "\n")
             self._file.flush()
 

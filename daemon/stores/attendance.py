@@ -26,6 +26,10 @@ class AttendanceStore(Protocol):
     def marks(self, day: str) -> list[dict[str, Any]]:
         """The marks of ``day`` (YYYY-MM-DD, every period of it), oldest first."""
 
+    def expire(self, before: float, dry_run: bool = False) -> int:
+        """Delete (unless ``dry_run``) every mark first seen before the epoch ``before``, of every site, so that
+        its bytes are gone from the store; how many there were."""
+
     def close(self) -> None: ...
 
 
@@ -107,6 +111,17 @@ class SqliteBook:
                                 "(period = ? OR period LIKE ?) ORDER BY first_seen", (self.site, day, f"{day} %"))
         return [{"period": p, "identity": i, "first_seen": dt.datetime.fromtimestamp(t).isoformat(timespec="seconds"),
                  "source": s, "score": sc} for p, i, t, s, sc in rows]
+
+    def expire(self, before: float, dry_run: bool = False) -> int:
+        """``secure_delete`` overwrites the freed pages with zeros; VACUUM then rebuilds the file without them."""
+        with self._lock:
+            n = self._db.execute("SELECT COUNT(*) FROM marks WHERE first_seen < ?", (before,)).fetchone()[0]
+            if n and not dry_run:
+                self._db.execute("PRAGMA secure_delete = ON")
+                self._db.execute("DELETE FROM marks WHERE first_seen < ?", (before,))
+                self._db.commit()
+                self._db.execute("VACUUM")
+            return n
 
     def close(self) -> None:
         self._db.close()

@@ -4,12 +4,16 @@ evidence. The embedded backend is a JSON-lines file (0600, each line flushed as 
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import fcntl
 import json
 import os
 import threading
 from pathlib import Path
 from typing import Any, Protocol
 
+from daemon.sinks.rotation import file_day, rotate
 from pipeline.private_files import check_output, open_private
 
 
@@ -22,17 +26,39 @@ class AuditStore(Protocol):
 
 
 class JsonlAudit:
-    def __init__(self, path: Path, what: str = "audit log") -> None:
+    """``rotate_daily`` (with retention): each local day in its own file, ``audit.2026-12-02.jsonl``."""
+
+    def __init__(self, path: Path, what: str = "audit log", rotate_daily: bool = False) -> None:
         self.path = check_output(path, what)
+        self.rotate_daily = rotate_daily
         self._lock = threading.Lock()
-        self._file = open_private(self.path, "a", encoding="utf-8")
+        self._file = self._open()
+        self._day = file_day(self._file.fileno())
         self.lines = 0
+
+    def _open(self) -> Any:
+        """Locked while open, so retention never rewrites it under us (a second writer is let be, as before)."""
+        f = open_private(self.path, "a", encoding="utf-8")
+        with contextlib.suppress(OSError):
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return f
+
+    def _rotate_if_new_day(self) -> None:
+        today = dt.date.today()
+        if self.rotate_daily and today != self._day and os.fstat(self._file.fileno()).st_size:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            rotate(self.path, self._day)
+            self._file = self._open()
+        self._day = today
 
     def write(self, record: dict[str, Any]) -> None:
         text = json.dumps(record, ensure_ascii=False, default=str) + "\n"
         with self._lock:
             if self._file.closed:
                 return
+            self._rotate_if_new_day()
             self._file.write(text)
             self._file.flush()
             self.lines += 1
@@ -45,6 +71,6 @@ class JsonlAudit:
                 self._file.close()
 
 
-def open_audit(location: str | Path, what: str = "audit log") -> AuditStore:
+def open_audit(location: str | Path, what: str = "audit log", rotate_daily: bool = False) -> AuditStore:
     """The audit log at ``location``: a file path (JSON lines)."""
-    return JsonlAudit(Path(location).expanduser(), what)
+    return JsonlAudit(Path(location).expanduser(), what, rotate_daily)
