@@ -94,6 +94,13 @@ def test_broker_killed_mid_run_and_down_for_a_whole_run(tmp_path, data_dir, stil
     """Killed for 10 s on a looped live source: every event of the JSONL reaches the (persistent-session)
     subscriber once; a run with the broker down throughout exits 0 and its events wait in the spool."""
     broker = Broker(tmp_path / "broker").start()
+    try:
+        _outage(tmp_path, broker, data_dir, stills_gallery)
+    finally:
+        broker.stop()
+
+
+def _outage(tmp_path, broker, data_dir, stills_gallery):
     video = data_dir / "face_recognition_examples" / "video" / "short_hamilton_clip.mp4"
     sub = Subscriber(broker, "facestream/#", session="fs-test-outage")
     try:
