@@ -31,6 +31,7 @@ class _Action:
         self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue(cfg.queue)
         self.last_run: float | None = None
         self.counts: Counter[str] = Counter()
+        self.deadline: float | None = None  # set at stop: runs not started by then are dropped
         self.thread = threading.Thread(target=self._work, name=f"action-{name}", daemon=True)
 
     def wants(self, topic: str, body: dict[str, Any], now: dt.datetime) -> bool:
@@ -57,8 +58,16 @@ class _Action:
             return
         self.last_run = mono
 
+    def one_run_s(self) -> float:
+        """The longest one run can take: every attempt at its timeout, plus the waits between them."""
+        c = self.cfg
+        return c.timeout_s * (c.retries + 1 if c.webhook else 1) + c.backoff_s * (2 ** c.retries if c.webhook else 0)
+
     def _work(self) -> None:
         while (event := self.queue.get()) is not None:
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                self.counts["dropped"] += 1  # the daemon is stopping and this one would outlive the wait
+                continue
             result = run_target(self.target, event)
             self.counts["ok" if result.get("ok") else "failed"] += 1
             if result.get("timed_out"):
@@ -90,9 +99,12 @@ class ActionSink:
         return {"actions": {a.name: dict(a.counts) for a in self.actions}}
 
     def close(self) -> None:
-        """Let queued runs finish (each bounded by its timeout and retries), then stop the workers."""
+        """Let the running run finish and queued ones start for as long as one run may take; what has not
+        started by then is dropped and counted, so a hanging action delays the stop by one run, not a queue."""
         for a in self.actions:
+            a.deadline = time.monotonic() + a.one_run_s()
             a.queue.put(None)
         for a in self.actions:
-            c = a.cfg
-            a.thread.join((c.timeout_s + c.backoff_s * 2 ** c.retries) * (c.retries + 1) * (a.queue.qsize() + 1) + 1)
+            a.thread.join(2 * a.one_run_s() + 1)
+            if a.counts["dropped"]:
+                log.warning("actions_dropped_at_stop", action=a.name, dropped=a.counts["dropped"])
