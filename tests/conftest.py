@@ -17,6 +17,11 @@ def data_root() -> Path:
     return Path(os.environ.get("FACESTREAM_DATA", REPO.parent / "shared" / "data")).resolve()
 
 
+# The door judges liveness by default; its published weights come from the shared data here (no download).
+LIVENESS_WEIGHTS = {"FACESTREAM_LIVENESS__WEIGHTS_DIR": str(data_root() / "liveness" / "models")}
+os.environ.update({k: v for k, v in LIVENESS_WEIGHTS.items() if k not in os.environ})
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     root = data_root()
@@ -124,7 +129,7 @@ def env(cache_home: Path) -> dict[str, str]:
     """Environment for a ``facestream`` process: cache out of $HOME, torch runtime, one CPU thread."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("FACESTREAM_")}
     return {**base, "XDG_CACHE_HOME": str(cache_home), "FACESTREAM_EMBEDDER__RUNTIME": "torch",
-            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **LIVENESS_WEIGHTS}
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from daemon.config.actions import ActionConfig
 from daemon.config.common import ConfigError
 from daemon.config.gallery import GalleryConfig
 from daemon.config.http import HttpConfig
+from daemon.config.liveness import LivenessConfig
 from daemon.config.models import DetectorConfig, EmbedderConfig
 from daemon.config.mqtt import MqttConfig
 from daemon.config.paths import PathsConfig
@@ -46,6 +47,8 @@ class Settings(BaseSettings):
     door: DoorConfig = Field(default_factory=DoorConfig, description="Door access decisions and action.")
     actions: list[ActionConfig] = Field(default_factory=list, description="What runs when an event happens "
                                         "([[actions]] tables).")
+    liveness: LivenessConfig = Field(default_factory=LivenessConfig, description="Passive liveness before door "
+                                     "grants.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="HTTP API, web page and Prometheus metrics.")
     retention: RetentionConfig = Field(default_factory=RetentionConfig, description="How long records that "
                                        "name people are kept.")

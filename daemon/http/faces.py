@@ -115,6 +115,7 @@ class FaceService:
         # their pixels within one upload's cap.
         self._decoding = PixelBudget(daemon.settings.http.max_upload_pixels, max(1, min(4, os.cpu_count() or 1)))
         self._engine: StillEmbedder | None = None
+        self._liveness: Any = None
 
     @property
     def gallery_path(self) -> Path | None:
@@ -137,7 +138,20 @@ class FaceService:
         return decode_rgb(data, self.daemon.settings.http.max_upload_pixels)
 
     # ---- recognise ---------------------------------------------------------------------------------
-    def recognize(self, data: bytes) -> dict[str, Any]:
+    def _live_scorer(self) -> Any:
+        """The liveness models, loaded on the first ``?liveness=1`` (never for a daemon nobody asks)."""
+        if self._liveness is None:
+            from pipeline.liveness import LivenessScorer, LivenessSettings
+
+            lv = self.daemon.settings.liveness
+            try:
+                self._liveness = LivenessScorer(LivenessSettings(runtime=lv.runtime, threads=1,
+                                                                 weights_dir=lv.weights_dir, threshold=lv.threshold))
+            except (ValueError, OSError) as exc:  # weights missing or corrupt: say which, as a JSON error
+                raise ApiError(503, f"liveness is not available: {exc}") from None
+        return self._liveness
+
+    def recognize(self, data: bytes, liveness: bool = False) -> dict[str, Any]:
         try:
             width, height = encoded_size(data)
         except ImageError as exc:
@@ -156,6 +170,8 @@ class FaceService:
                 dets = engine.detector.detect([image])[0]
                 chips = [engine.embedder.align(image, d) for d in dets]
                 vecs = engine.embedder.embed(np.stack(chips)) if chips else np.zeros((0, 1), np.float32)
+                live = (self._live_scorer().score_many([(image, d.box) for d in dets]) if liveness and dets
+                        else None)
             height, width = image.shape[:2]
             del image
         state = self.daemon.gallery_state()
@@ -175,6 +191,8 @@ class FaceService:
                 "reason": why,
                 "score": round(r.score, 4), "margin": round(r.margin, 4),
                 "candidates": [{"identity": n, "score": round(s, 4)} for n, s in r.candidates[:3]],
+                **({"live_score": round(float(live[i]), 4), "live": bool(live[i] >= self.daemon.settings.liveness
+                                                                          .threshold)} if live is not None else {}),
             })
         return {"faces": faces, "width": int(width), "height": int(height),
                 "threshold": round(threshold, 4), "margin_required": round(margin, 4), "gallery_version": version,

@@ -26,11 +26,12 @@ def router(ctx: HttpContext) -> APIRouter:
 
     @r.post("/v1/recognize", summary="Every face in an uploaded photo: box, landmarks, identity or unknown, "
             "score, margin and the threshold used (the daemon's decision rule).", openapi_extra=PHOTO_BODY)
-    async def recognize(request: Request) -> dict[str, Any]:
+    async def recognize(request: Request, liveness: bool = False) -> dict[str, Any]:
+        """``?liveness=1``: each face also gets its live score (MiniFASNet) and whether it reaches the threshold."""
         photos = await uploaded_photos(request, http)
         if len(photos) != 1:
             raise ApiError(422, f"send exactly one photo, got {len(photos)}")
-        return await run_in_threadpool(faces.recognize, photos[0][1])
+        return await run_in_threadpool(faces.recognize, photos[0][1], liveness)
 
     @r.get("/v1/identities", summary="The people in the gallery, with their template counts.")
     async def identities(request: Request) -> dict[str, Any]:

@@ -27,9 +27,10 @@ class Attached:
     actions: Any = None
 
 
-def attach(daemon: Daemon) -> Attached:
+def attach(daemon: Daemon, liveness: Any = None) -> Attached:
     """Give ``daemon`` the parts its settings ask for: the timeline CSV and annotated videos of file runs, the
-    door (``door.audit``), the attendance book (``attendance.db``) and the ``[[actions]]``."""
+    door (``door.audit``, judging liveness with ``liveness`` when given), the attendance book
+    (``attendance.db``) and the ``[[actions]]``."""
     s = daemon.settings
     parts = Attached()
     if s.sinks.timeline_csv:
@@ -53,7 +54,7 @@ def attach(daemon: Daemon) -> Attached:
 
         parts.door = DoorController(Path(dc.audit), operating_point, dc.votes_k, dc.votes_n, dc.cooldown_s,
                                     list(dc.command) or None, dc.zmq_req, dc.action_timeout_s, daemon.publish,
-                                    rotate_daily=s.retention.audit_days is not None)
+                                    rotate_daily=s.retention.audit_days is not None, liveness=liveness)
         daemon.add_observer(parts.door)
     if s.attendance.db:
         from daemon.config.profiles import parse_sessions, read_roster
@@ -82,7 +83,12 @@ def build_daemon(settings: Settings, gallery: Path | None,
 
         for rm in enforce(settings):
             log.info("retention_removed", **rm.as_dict())
+    liveness = None
+    if settings.door.audit and settings.liveness.active(door=True):
+        from daemon.profiles.door_liveness import make_liveness
+
+        liveness = make_liveness(settings)  # bad weights fail here, before any file is opened
     daemon = Daemon(settings, gallery, source_options)
     if settings.retention.any:
         daemon.add_task(RetentionKeeper(settings))
-    return daemon, attach(daemon)
+    return daemon, attach(daemon, liveness)

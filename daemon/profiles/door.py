@@ -35,13 +35,15 @@ class DoorController:
     def __init__(self, audit_path: Path, threshold: Callable[[], tuple[float, float]], votes_k: int = 3,
                  votes_n: int = 5, cooldown_s: float = 10.0, command: list[str] | None = None,
                  zmq_req: str | None = None, action_timeout_s: float = 5.0,
-                 publish: Callable[[str, dict[str, Any]], None] | None = None, rotate_daily: bool = False) -> None:
+                 publish: Callable[[str, dict[str, Any]], None] | None = None, rotate_daily: bool = False,
+                 liveness: Any = None) -> None:
         if not 1 <= votes_k <= votes_n:
             raise ValueError(f"door votes need 1 <= k <= n, got k={votes_k} n={votes_n}")
         self.k, self.n, self.cooldown_s = votes_k, votes_n, cooldown_s
         self.command, self.zmq_req, self.action_timeout_s = command, zmq_req, action_timeout_s
         self.threshold = threshold
         self.publish = publish
+        self.liveness = liveness  # TrackLiveness, or None: a grant then needs no live face
         self._audit = open_audit(audit_path, "door.audit", rotate_daily)
         self._votes: dict[tuple[str, int], deque[str | None]] = {}
         self._done: set[tuple[str, int]] = set()  # tracks granted or denied
@@ -68,10 +70,18 @@ class DoorController:
             votes.append(d.face_identity)
             if key in self._done:
                 continue
+            if self.liveness is not None:
+                self.liveness.add(key, msg.tracked.frame.image, d.detection.box)
             who, count = Counter(v for v in votes if v).most_common(1)[0] if any(votes) else (None, 0)
             if who is not None and count >= self.k and d.claimed == who:
+                live, live_score = self.liveness.verdict(key) if self.liveness is not None else ("live", None)
+                if live == "pending":  # named, but not enough faces judged live or not yet
+                    continue
                 self._done.add(key)
-                why = self._why(src, d, list(votes))
+                why = {**self._why(src, d, list(votes)), "live_score": live_score}
+                if live == "attack":
+                    self._deny_attack(src, d, who, why)
+                    continue
                 last = self._last_grant.get(who)
                 if last is not None and 0 <= now - last < self.cooldown_s:
                     self._write({**why, "decision": "cooldown", "identity": who,
@@ -88,10 +98,20 @@ class DoorController:
         for e in msg.ended:
             self._votes.pop((src, e.ended.track_id), None)
             self._done.discard((src, e.ended.track_id))
+            if self.liveness is not None:
+                self.liveness.forget((src, e.ended.track_id))
+
+    def _deny_attack(self, src: str, d: TrackDecision, who: str, why: dict[str, Any]) -> None:
+        """Named, but the faces are not live: a print or a screen held up. Denied, with the score, audited."""
+        self._write({**why, "decision": "denied", "identity": None, "claimed": who, "reason": "presentation attack"})
+        log.warning("access_denied_presentation_attack", source=src, claimed=who, live_score=why["live_score"])
+        if self.publish:
+            self.publish("access.denied", {"source": src, "track_id": d.track_id, "reason": "presentation attack",
+                                           "claimed": who, "live_score": why["live_score"]})
 
     def _grant(self, who: str, why: dict[str, Any]) -> None:
         event = {"source": why["source"], "track_id": why["track_id"], "identity": who, "score": why["top1_score"],
-                 "margin": why["margin"], "votes": why["votes"]}
+                 "margin": why["margin"], "votes": why["votes"], "live_score": why.get("live_score")}
         if self.publish:
             self.publish("access.granted", event)
 
@@ -111,6 +131,8 @@ class DoorController:
         for key in [k for k in self._votes if k[0] == source_id]:
             self._votes.pop(key, None)
             self._done.discard(key)
+            if self.liveness is not None:
+                self.liveness.forget(key)
 
     def close(self) -> None:
         """Wait for running actions (each bounded by its timeout), then close the audit log."""

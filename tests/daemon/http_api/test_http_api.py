@@ -67,6 +67,21 @@ def test_two_people_are_obama_left_and_biden_right_with_boxes(served, data_dir) 
         "barack_obama", "joe_biden"]
 
 
+def test_recognize_with_liveness_scores_each_face(served, data_dir) -> None:
+    """Upstream's samples: T1 is a live face, F1 a print; without ?liveness=1 no score is computed."""
+    plain = served.post("/v1/recognize", files={"photo": ("t1.jpg", _photo(data_dir, "liveness/models/samples/"
+                                                                           "image_T1.jpg"))}).json()
+    assert plain["faces"] and "live_score" not in plain["faces"][0]
+    scores = {}
+    for name in ("T1", "F1"):
+        r = served.post("/v1/recognize?liveness=1", files={"photo": (f"{name}.jpg", _photo(
+            data_dir, f"liveness/models/samples/image_{name}.jpg"))})
+        assert r.status_code == 200, r.text
+        face = r.json()["faces"][0]
+        scores[name] = (face["live_score"], face["live"])
+    assert scores["T1"][1] is True and scores["F1"][1] is False, scores
+
+
 def test_a_cat_has_no_faces_and_a_text_file_is_a_json_error(served, data_dir) -> None:
     r = served.post("/v1/recognize", files={"photo": ("cat.jpg", _photo(data_dir, "images_misc/no_faces/cat.jpg"))})
     assert r.status_code == 200 and r.json()["faces"] == []

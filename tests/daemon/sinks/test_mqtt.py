@@ -57,6 +57,7 @@ def test_hamilton_events_and_home_assistant_discovery(tmp_path, broker, data_dir
         got = _events(sub)
         assert [e["event_id"] for e in got] == [e["event_id"] for e in logged]  # all, once, in order
         assert got == logged  # the same bodies as the log
+        print(f"MQTT: {len(got)} events received, the {len(logged)} of the JSONL in order")
         recognized = [t for t, p, _ in sub.messages if t.endswith("/face.recognized")
                       and json.loads(p)["identity"] == "lin_manuel_miranda"]
         named = [e for e in logged if e["topic"] == "face.recognized" and e["identity"] == "lin_manuel_miranda"]
@@ -127,6 +128,7 @@ def _outage(tmp_path, broker, data_dir, stills_gallery):
         got = [e["event_id"] for e in _events(sub)]
         assert sorted(got) == sorted(logged) and len(set(got)) == len(got)  # every one, none twice
         assert got == logged  # and in order
+        print(f"MQTT outage: {len(got)} of {len(logged)} events received once, in order; counters {counters}")
     finally:
         sub.close()
 
@@ -148,6 +150,7 @@ def _outage(tmp_path, broker, data_dir, stills_gallery):
         assert sub.wait_for(lambda m: len(_bodies(m)) >= len(logged), 20)
         sink.close()
         assert [e["event_id"] for e in _events(sub)] == logged
+        print(f"MQTT broker down for a run: {len(logged)} events spooled, all sent at the next start")
     finally:
         sub.close()
         broker.stop()
