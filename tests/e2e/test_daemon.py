@@ -46,7 +46,7 @@ def test_zmq_subscriber_gets_the_jsonl_events_obama_speech(tmp_path, data_dir, s
     video = data_dir / "videos" / "known_identity" / "obama_speech.mp4"
     addr = f"tcp://127.0.0.1:{free_port()}"
     got: list[dict] = []
-    sub = subscribe(addr, (), timeout_s=20.0)
+    sub = subscribe(addr, (), timeout_s=5.0)
     reader = threading.Thread(target=lambda: got.extend(body for _, body in sub), daemon=True)
     reader.start()
     events = run_daemon(tmp_path, video, stills_gallery, "obama", zmq=addr)

@@ -210,7 +210,7 @@ def test_sigterm_mid_run_logs_every_event_of_every_processed_frame(tmp_path, dat
     jsonl = tmp_path / "term.jsonl"
     addr = f"tcp://127.0.0.1:{free_port()}"
     got: list[dict] = []
-    sub = subscribe(addr, (), timeout_s=20.0)
+    sub = subscribe(addr, (), timeout_s=8.0)
     reader = threading.Thread(target=lambda: got.extend(body for _, body in sub), daemon=True)
     reader.start()
     proc = subprocess.Popen([*CLI, "run", "--source", str(data_dir / HAMILTON), "--gallery", str(stills_gallery),
@@ -352,7 +352,7 @@ def test_soak_four_looped_live_sources_keeps_memory_and_queues_flat(data_dir, st
     from daemon.bench.soak import run_soak
 
     settings = load_settings(None, embedder={"runtime": "torch"}, sinks={"zmq": None})
-    r = run_soak(settings, stills_gallery, data_dir / HAMILTON, streams=4, seconds=25, warmup_s=10)
+    r = run_soak(settings, stills_gallery, data_dir / HAMILTON, streams=4, seconds=15, warmup_s=6)
     print("soak:", json.dumps(r))
     assert r["exit_code"] == 0
     assert r["frames_dropped"] > 0, "4 x 30 frames/s on this machine must drop stale frames"
