@@ -6,7 +6,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.liveness import PUBLISHED_THRESHOLD
+# pipeline.liveness.PUBLISHED_THRESHOLD (a test keeps them equal): importing it would load OpenCV in every
+# command that reads settings, the light ones included.
+PUBLISHED_THRESHOLD = 0.5
 
 
 class LivenessConfig(BaseModel):

@@ -13,6 +13,7 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,15 @@ from daemon.sinks.spool import Spool
 log = structlog.get_logger(__name__)
 
 WINDOW = 100  # messages handed to paho and not yet acknowledged, at most
+
+
+def _drained(q: Any) -> Iterator[Any]:
+    """What a queue holds now, without waiting."""
+    while True:
+        try:
+            yield q.get_nowait()
+        except queue.Empty:
+            return
 
 
 class MqttSink:
@@ -163,11 +173,7 @@ class MqttSink:
                 return
 
     def _spool_new(self) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
+        for item in _drained(self._queue):
             if item is None:
                 continue
             if not self.connected:
@@ -175,11 +181,7 @@ class MqttSink:
             self.dropped += self.spool.add(*item)
 
     def _settle_acks(self) -> None:
-        while True:
-            try:
-                mid = self._acked.get_nowait()
-            except queue.Empty:
-                return
+        for mid in _drained(self._acked):
             seq = self._mids.pop(mid, None)
             if seq is not None:  # availability and discovery messages are not spooled
                 self.spool.delete(seq)

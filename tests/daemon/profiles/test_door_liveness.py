@@ -83,6 +83,13 @@ def test_replays_are_never_granted_and_the_live_clips_are(tmp_path, data_dir, re
     assert set(granted) == {"zubair", "apfol"} and all(s >= 0.5 for s in granted.values())
 
 
+def test_the_settings_default_is_the_published_operating_point() -> None:
+    from daemon.config.liveness import PUBLISHED_THRESHOLD as settings_default
+    from pipeline.liveness import PUBLISHED_THRESHOLD
+
+    assert settings_default == PUBLISHED_THRESHOLD == load_settings(None).liveness.threshold
+
+
 def test_without_a_door_no_liveness_model_is_loaded(tmp_path, data_dir, stills_gallery) -> None:
     video = data_dir / "face_recognition_examples" / "video" / "short_hamilton_clip.mp4"
     sys.modules.pop("models.minifasnet", None)
