@@ -5,8 +5,8 @@ the sinks and exit 0; SIGHUP reloads the gallery atomically. With only file sour
 exits when they have all ended.
 
 What the rest of the daemon may use is the face below (``snapshot``, ``gallery_state``, ``face_gate``,
-``publish``, ``reload_gallery``, ``add_sink``, ``add_observer``, ``add_server``): profiles, the HTTP API and
-the benchmarks are given that, never a stage.
+``publish``, ``reload_gallery``, ``add_sink``, ``add_observer``, ``add_annotator``, ``add_server``): profiles,
+the HTTP API and the benchmarks are given that, never a stage.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from daemon.sinks.zeromq import ZmqPublisher
 from daemon.stats import DaemonStats, GalleryState, SourceStats
 from pipeline.detect import DetectSchedule, DetectStage
 from pipeline.embed import EmbedStage
-from pipeline.events import EventsStage, FrameObserver, Sink
+from pipeline.events import EventsStage, FaceAnnotator, FrameObserver, Sink
 from pipeline.match_stage import FaceGate, MatchStage
 from pipeline.sources import SourceSpec, VideoSource, parse_source
 from pipeline.track import TrackStage
@@ -183,6 +183,11 @@ class Daemon:
     def add_observer(self, observer: FrameObserver) -> None:
         """``observer`` sees every processed frame with its decisions; its ``close()`` runs at shutdown."""
         self._events.observers.append(observer)
+
+    def add_annotator(self, annotator: FaceAnnotator) -> None:
+        """``annotator`` sees every processed frame before its events go out and adds fields to its face
+        events (a track's ``live_score``)."""
+        self._events.annotators.append(annotator)
 
     def add_server(self, server: Server) -> None:
         self._servers.append(server)

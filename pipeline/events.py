@@ -41,6 +41,16 @@ class FrameObserver(Protocol):
     def source_ended(self, source_id: str) -> None: ...
 
 
+class FaceAnnotator(Protocol):
+    """Sees each frame before its events go out and adds fields to its face events (a track's live score)."""
+
+    def annotate(self, msg: MatchedFrame) -> None: ...
+
+    def fields(self, source_id: str, track_id: int) -> dict[str, Any]: ...
+
+    def source_ended(self, source_id: str) -> None: ...
+
+
 def _now() -> tuple[str, float]:
     t = time.time()
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"), t
@@ -66,6 +76,7 @@ class EventsStage(Stage):
         self.stats_fn = stats
         self.stats_interval_s = stats_interval_s
         self.observers = observers or []
+        self.annotators: list[FaceAnnotator] = []
         self.events_sent = 0
         self.latency_ms: deque[float] = deque(maxlen=2000)
         self.latency_by_source: dict[str, deque[float]] = {}  # capture -> all events out, per source
@@ -100,7 +111,7 @@ class EventsStage(Stage):
         self.publish("source.status", {"source": msg.source_id, "status": msg.status, "detail": msg.detail,
                                        "frames_read": msg.frames_read, "frames_dropped": msg.frames_dropped})
         if msg.status in ("eof", "error", "stopped"):
-            for o in self.observers:
+            for o in [*self.annotators, *self.observers]:
                 o.source_ended(msg.source_id)
 
     def process(self, msg: MatchedFrame) -> None:
@@ -112,12 +123,15 @@ class EventsStage(Stage):
         (after a shot cut that frame shows someone else)."""
         index, pts = (frame.index, frame.pts) if at is None else (at.last_frame, at.last_time if frame.pts is not None
                                                                    else None)
+        extra: dict[str, Any] = {}
+        for a in self.annotators:
+            extra.update(a.fields(frame.source_id, track_id))
         return {
             "source": frame.source_id, "frame": index, "pts": _r(pts, 3), "track_id": track_id,
             "identity": identity, "score": _r(score), "margin": _r(margin),
             "bbox": [round(v, 1) for v in det.box] if det is not None else None,
             "det_prob": _r(det.prob) if det is not None else None, "faces": faces,
-            "model": self.model_id, "gallery_version": self.gallery_version(),
+            "model": self.model_id, "gallery_version": self.gallery_version(), **extra,
         }
 
     def _recognized(self, frame: Frame, t: float, body: dict[str, Any], record: bool = True) -> None:
@@ -133,6 +147,8 @@ class EventsStage(Stage):
         src = frame.source_id
         t = frame_time(frame)
         claims = self._claims.setdefault(src, {})
+        for a in self.annotators:
+            a.annotate(msg)
         if msg.tracked.scene_cut:
             # A new shot is a new appearance: announce people again even within the cooldown.
             for key in [k for k in self._last_recognized if k[0] == src]:

@@ -52,6 +52,8 @@ def attach(daemon: Daemon, liveness: Any = None) -> Attached:
             state = daemon.gallery_state()
             return state.threshold, state.margin
 
+        if liveness is not None:  # scores each frame's judged faces before its events: face.recognized carries it
+            daemon.add_annotator(liveness)
         parts.door = DoorController(Path(dc.audit), operating_point, dc.votes_k, dc.votes_n, dc.cooldown_s,
                                     list(dc.command) or None, dc.zmq_req, dc.action_timeout_s, daemon.publish,
                                     rotate_daily=s.retention.audit_days is not None, liveness=liveness)

@@ -70,14 +70,12 @@ class DoorController:
             votes.append(d.face_identity)
             if key in self._done:
                 continue
-            if self.liveness is not None:
-                self.liveness.add(key, msg.tracked.frame.image, d.detection.box)
             who, count = Counter(v for v in votes if v).most_common(1)[0] if any(votes) else (None, 0)
             if who is not None and count >= self.k and d.claimed == who:
                 live, live_score = self.liveness.verdict(key) if self.liveness is not None else ("live", None)
                 if live == "pending":  # named, but not enough faces judged live or not yet
                     continue
-                self._done.add(key)
+                self._decided(key)
                 why = {**self._why(src, d, list(votes)), "live_score": live_score}
                 if live == "attack":
                     self._deny_attack(src, d, who, why)
@@ -90,7 +88,7 @@ class DoorController:
                 self._last_grant[who] = now
                 self._grant(who, why)
             elif d.unknown:
-                self._done.add(key)
+                self._decided(key)
                 why = self._why(src, d, list(votes))
                 self._write({**why, "decision": "denied", "identity": None})
                 if self.publish:
@@ -100,6 +98,12 @@ class DoorController:
             self._done.discard((src, e.ended.track_id))
             if self.liveness is not None:
                 self.liveness.forget((src, e.ended.track_id))
+
+    def _decided(self, key: tuple[str, int]) -> None:
+        """Granted or denied: the track's later faces are neither voted on nor scored for liveness."""
+        self._done.add(key)
+        if self.liveness is not None:
+            self.liveness.settle(key)
 
     def _deny_attack(self, src: str, d: TrackDecision, who: str, why: dict[str, Any]) -> None:
         """Named, but the faces are not live: a print or a screen held up. Denied, with the score, audited."""

@@ -1,14 +1,21 @@
 """A door track's liveness: the mean live score (MiniFASNet, ``pipeline/liveness.py``) over the same judged
-faces its vote uses. Scored only while the track is undecided, and only when a door runs, so a daemon
-without a door never loads the models."""
+faces its vote uses. Scored only while the door has not decided the track, and only when a door runs, so a
+daemon without a door never loads the models.
+
+It is an events-stage annotator (``Daemon.add_annotator``): each frame's judged faces are scored before that
+frame's events go out, so ``face.recognized`` (and ``face.unknown``) carry the track's ``live_score`` so far,
+and the door, which observes the frame after its events, reads the verdict on the same faces.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import time
 from typing import Any
 
 import numpy as np
 import structlog
+
+from pipeline.types import MatchedFrame
 
 log = structlog.get_logger(__name__)
 
@@ -18,15 +25,33 @@ Key = tuple[str, int]
 class TrackLiveness:
     def __init__(self, scorer: Any, threshold: float, min_frames: int) -> None:
         self.scorer, self.threshold, self.min_frames = scorer, threshold, min_frames
-        self._scores: dict[Key, list[float]] = defaultdict(list)
+        self._scores: dict[Key, list[float]] = {}
+        self._settled: set[Key] = set()  # decided by the door: later faces are not scored
         self.faces_scored = 0
+        self.scoring_s = 0.0  # time spent scoring, for the benchmark's per-face figure
 
-    def add(self, key: Key, image: np.ndarray, box: tuple[float, float, float, float]) -> None:
+    def annotate(self, msg: MatchedFrame) -> None:
+        """Score this frame's judged faces of the tracks the door still decides, in one batch."""
+        src = msg.tracked.frame.source_id
+        todo = [((src, d.track_id), d.detection.box) for d in msg.decisions if (src, d.track_id) not in self._settled]
+        if not todo:
+            return
+        t0 = time.perf_counter()
         try:
-            self._scores[key].append(self.scorer.score(image, box))
-            self.faces_scored += 1
-        except ValueError as exc:  # a degenerate box at the frame's edge: that face does not count
-            log.debug("liveness_face_skipped", error=str(exc))
+            scores = self.scorer.score_many([(msg.tracked.frame.image, box) for _, box in todo])
+        except ValueError as exc:  # a degenerate box at the frame's edge: those faces do not count (fail closed)
+            log.debug("liveness_faces_skipped", error=str(exc), faces=len(todo))
+            return
+        finally:
+            self.scoring_s += time.perf_counter() - t0
+        for (key, _), s in zip(todo, scores, strict=True):
+            self._scores.setdefault(key, []).append(float(s))
+        self.faces_scored += len(todo)
+
+    def fields(self, source_id: str, track_id: int) -> dict[str, Any]:
+        """``live_score`` (and how many faces it is the mean of) for a face event, once the track has one."""
+        scores = self._scores.get((source_id, track_id))
+        return {"live_score": round(float(np.mean(scores)), 4), "live_faces": len(scores)} if scores else {}
 
     def verdict(self, key: Key) -> tuple[str, float | None]:
         """('pending' | 'live' | 'attack', mean score): pending until ``min_frames`` faces were scored."""
@@ -36,8 +61,17 @@ class TrackLiveness:
         mean = float(np.mean(scores))
         return ("live" if mean >= self.threshold else "attack"), round(mean, 4)
 
+    def settle(self, key: Key) -> None:
+        """The door has decided this track: its later faces cost nothing."""
+        self._settled.add(key)
+
     def forget(self, key: Key) -> None:
         self._scores.pop(key, None)
+        self._settled.discard(key)
+
+    def source_ended(self, source_id: str) -> None:
+        for key in [k for k in {*self._scores, *self._settled} if k[0] == source_id]:
+            self.forget(key)
 
 
 def make_liveness(settings: Any) -> TrackLiveness:
@@ -46,5 +80,6 @@ def make_liveness(settings: Any) -> TrackLiveness:
 
     lv = settings.liveness
     scorer = LivenessScorer(LivenessSettings(runtime=lv.runtime, threads=1, weights_dir=lv.weights_dir,
-                                             threshold=lv.threshold))
+                                             cache_dir=settings.cache_dir / "liveness",
+                                             export_dir=settings.cache_dir / "exports", threshold=lv.threshold))
     return TrackLiveness(scorer, lv.threshold, lv.min_frames)

@@ -32,6 +32,8 @@ def test_hamilton_grants_miranda_once_runs_the_command_once_and_audits_why(tmp_p
     grants = [e for e in events if e["topic"] == "access.granted"]
     assert [g["identity"] for g in grants] == ["lin_manuel_miranda"]
     assert len(grants[0]["votes"]) >= 3
+    assert grants[0]["live_score"] >= 0.5  # the door judges liveness by default: a live face on camera
+    assert all("live_score" in e for e in events if e["topic"] == "face.recognized")
     lines = opened.read_text().splitlines()  # the command ran once, with the grant on its stdin
     assert len(lines) == 1 and json.loads(lines[0])["identity"] == "lin_manuel_miranda"
     granted = [a for a in audit if a["decision"] == "granted"]

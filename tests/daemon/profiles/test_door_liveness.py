@@ -72,6 +72,7 @@ def test_replays_are_never_granted_and_the_live_clips_are(tmp_path, data_dir, re
           f"presentation attacks (live scores {[a['live_score'] for a in attacks_denied]}), "
           f"{len(granted)} granted: {[(g['source'], g['live_score']) for g in granted]}")
     assert attacks_denied and all(a["live_score"] < 0.5 for a in attacks_denied)
+    _recognized_carry_the_live_score(events, audit)
     # Not reached (issue 22): the phone replay of zubair scores live (0.66 over its first 3 judged faces) and
     # is granted. Any other replay granted, or zubair's no longer granted, fails this line: update it then.
     assert sorted(g["source"] for g in granted) == KNOWN_ACCEPTED, granted
@@ -81,6 +82,24 @@ def test_replays_are_never_granted_and_the_live_clips_are(tmp_path, data_dir, re
     granted = {e["identity"]: e["live_score"] for e in events if e["topic"] == "access.granted"}
     print(f"live clips granted: {granted}")
     assert set(granted) == {"zubair", "apfol"} and all(s >= 0.5 for s in granted.values())
+    _recognized_carry_the_live_score(events, audit)
+
+
+def test_without_a_door_events_carry_no_live_score(hamilton_run) -> None:
+    events, _ = hamilton_run  # the shared run: no door, so nothing was scored
+    named = [e for e in events if e["topic"] in ("face.recognized", "face.unknown")]
+    assert named and not any("live_score" in e for e in named)
+
+
+def _recognized_carry_the_live_score(events: list[dict], audit: list[dict]) -> None:
+    """Scored before the frame's events go out: each face.recognized has the track's mean so far, over no
+    more faces than the door decided on (the door stops scoring a track it has decided)."""
+    named = [e for e in events if e["topic"] == "face.recognized"]
+    assert named and all(0.0 <= e["live_score"] <= 1.0 and e["live_faces"] >= 1 for e in named), named
+    decided = {(a["source"], a["track_id"]): a for a in audit if a.get("live_score") is not None}
+    for e in named:
+        if (a := decided.get((e["source"], e["track_id"]))) is not None:
+            assert e["live_faces"] <= len(a["votes"])
 
 
 def test_the_settings_default_is_the_published_operating_point() -> None:
