@@ -98,6 +98,15 @@ class FaissMatcher:
             index.add(x)
         return index
 
+    def tune(self, value: int) -> None:
+        """Set the search-time knob without rebuilding: HNSW's ``ef_search`` or IVF's ``nprobe``."""
+        if value < 1:
+            raise ValueError(f"a search knob must be >= 1, got {value}")
+        if self.backend == "hnsw":
+            self.index.hnsw.efSearch = value
+        elif self.backend == "ivf":
+            self.index.nprobe = min(value, self.index.nlist)
+
     def index_bytes(self) -> int:
         """Bytes of the index's own arrays (vectors, graph links, list ids), not Python overhead."""
         n, d = self.index.ntotal, self.index.d
