@@ -155,21 +155,22 @@ APPROX_FROM = 100_000
 INDEXES = ("auto", "numpy", "flat", "hnsw", "ivf")
 
 
-def pick_index(n: int) -> str:
-    """The centroid search for a gallery of ``n`` identities: exact NumPy below ``APPROX_FROM``, HNSW from
+def pick_index(n: int, approx_from: int = APPROX_FROM) -> str:
+    """The centroid search for a gallery of ``n`` identities: exact NumPy below ``approx_from``, HNSW from
     there on when faiss is installed (the ``[large]`` extra), exact NumPy otherwise."""
     from pipeline.match_index import faiss_available
 
-    return "hnsw" if n >= APPROX_FROM and faiss_available() else "numpy"
+    return "hnsw" if n >= approx_from and faiss_available() else "numpy"
 
 
-def centroid_matcher(names: list[str], centroids: np.ndarray, index: str = "auto") -> Matcher:
+def centroid_matcher(names: list[str], centroids: np.ndarray, index: str = "auto",
+                     approx_from: int = APPROX_FROM) -> Matcher:
     """One centroid matcher over ``centroids`` (unit rows): ``index`` is ``auto`` (by gallery size), ``numpy``
     (exact), or a FAISS backend (``flat`` exact, ``hnsw`` / ``ivf`` approximate)."""
     if index not in INDEXES:
         raise ValueError(f"index must be one of {', '.join(INDEXES)}, got {index!r}")
     if index == "auto":
-        index = pick_index(len(names))
+        index = pick_index(len(names), approx_from)
     if index == "numpy" or not names:
         return CentroidMatcher.from_vectors(names, centroids)
     from pipeline.match_index import FaissMatcher
