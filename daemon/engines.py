@@ -122,7 +122,7 @@ def load_gallery_state(settings: Settings, path: Path | None) -> tuple[GallerySt
         matcher = make_matcher(gs.matcher, people, gs.augment) if people else CentroidMatcher([])
         point = gallery_point(g, people, gs.matcher, gs.target_far, p.threshold, p.margin)
         log.info("operating_point", threshold=point.threshold, margin=point.margin, source=point.source,
-                 identities=len(people))
+                 identities=len(people), search=getattr(matcher, "backend", matcher.kind))
         if bad := g.bad_names():
             log.warning("identity_names_not_allowed", names=[clip(n) for n in bad[:10]], count=len(bad),
                         hint="names from before the name rule still match; rename each with 'facestream gallery "

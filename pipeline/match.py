@@ -1,7 +1,10 @@
 """Matchers: top-k (identity, score) for embeddings, and the accept rule (threshold + margin).
 
 Centroid cosine is the default: adding a person is one row, no retraining. The linear SVM is an
-option for galleries with many photos per person; its scores are calibrated probabilities.
+option for galleries with many photos per person; its scores are calibrated probabilities. Centroids are
+searched exactly with NumPy (top-k by ``argpartition``, not a sort of every score) up to ``APPROX_FROM``
+identities and through an approximate FAISS index (``pipeline/match_index.py``) from there on; the
+decision rule is the same for every backend.
 """
 
 from __future__ import annotations
@@ -41,11 +44,28 @@ def decide(candidates: list[tuple[str, float]], threshold: float, margin: float)
     return MatchResult(candidates, candidates[0][0] if ok else None, s1, gap)
 
 
+def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's ``k`` highest scores, best first; equal scores in column order (what a
+    stable sort of every score gives), found by ``argpartition`` in O(N) instead of sorting N scores."""
+    n = scores.shape[1]
+    if k >= n:
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    out = np.empty_like(part)
+    for r, cols in enumerate(part):
+        row = scores[r]
+        kth = row[cols].min()
+        if np.count_nonzero(row == kth) != np.count_nonzero(row[cols] == kth):  # a tie straddles the cut
+            cols = np.concatenate([np.flatnonzero(row > kth), np.flatnonzero(row == kth)])[:k]
+        out[r] = cols[np.lexsort((cols, -row[cols]))]
+    return out
+
+
 def _topk_from_scores(scores: np.ndarray, names: list[str], k: int) -> list[list[tuple[str, float]]]:
     k = min(k, len(names))
     if k == 0:
         return [[] for _ in range(len(scores))]
-    idx = np.argsort(-scores, axis=1)[:, :k]
+    idx = top_indices(scores, k)
     return [[(names[j], float(row[j])) for j in cols] for row, cols in zip(scores, idx, strict=True)]
 
 
@@ -53,11 +73,18 @@ class CentroidMatcher:
     """Cosine similarity to each identity's L2-normalised centroid."""
 
     kind = "centroid"
+    backend = "numpy"
 
     def __init__(self, people: list[Identity]) -> None:
         self.names = [p.name for p in people]
         self.centroids = (np.stack([p.centroid for p in people]).astype(np.float32) if people
                           else np.zeros((0, 1), np.float32))
+
+    @classmethod
+    def from_vectors(cls, names: list[str], centroids: np.ndarray) -> CentroidMatcher:
+        m = cls([])
+        m.names, m.centroids = list(names), np.ascontiguousarray(centroids, dtype=np.float32)
+        return m
 
     def scores(self, vecs: np.ndarray) -> np.ndarray:
         if not self.names:
@@ -120,9 +147,43 @@ class SvmMatcher:
         return _topk_from_scores(full, self.names, k)
 
 
-def make_matcher(kind: str, people: list[Identity], augment: bool = False) -> Matcher:
+# From this many identities the centroid matcher searches an approximate index (HNSW). Measured with
+# `facestream bench match` on synthetic dlib-resnet-v1-shaped galleries (docs/benchmarks.md, "Large galleries"):
+# see the figures there; below it NumPy's exact search costs about a millisecond per face or less, and exact
+# search keeps every decision identical to a full sort.
+APPROX_FROM = 100_000
+INDEXES = ("auto", "numpy", "flat", "hnsw", "ivf")
+
+
+def pick_index(n: int, approx_from: int = APPROX_FROM) -> str:
+    """The centroid search for a gallery of ``n`` identities: exact NumPy below ``approx_from``, HNSW from
+    there on when faiss is installed (the ``[large]`` extra), exact NumPy otherwise."""
+    from pipeline.match_index import faiss_available
+
+    return "hnsw" if n >= approx_from and faiss_available() else "numpy"
+
+
+def centroid_matcher(names: list[str], centroids: np.ndarray, index: str = "auto",
+                     approx_from: int = APPROX_FROM) -> Matcher:
+    """One centroid matcher over ``centroids`` (unit rows): ``index`` is ``auto`` (by gallery size), ``numpy``
+    (exact), or a FAISS backend (``flat`` exact, ``hnsw`` / ``ivf`` approximate)."""
+    if index not in INDEXES:
+        raise ValueError(f"index must be one of {', '.join(INDEXES)}, got {index!r}")
+    if index == "auto":
+        index = pick_index(len(names), approx_from)
+    if index == "numpy" or not names:
+        return CentroidMatcher.from_vectors(names, centroids)
+    from pipeline.match_index import FaissMatcher
+
+    return FaissMatcher(names, centroids, index)
+
+
+def make_matcher(kind: str, people: list[Identity], augment: bool = False, index: str = "auto") -> Matcher:
+    """The gallery's matcher; centroid search is chosen by gallery size (``centroid_matcher``)."""
     if kind == "centroid":
-        return CentroidMatcher(people)
+        if not people:
+            return CentroidMatcher([])
+        return centroid_matcher([p.name for p in people], np.stack([p.centroid for p in people]), index)
     if kind == "svm":
         return SvmMatcher(people, augment=augment)
     raise ValueError(f"matcher must be 'centroid' or 'svm', got {kind!r}")

@@ -1,4 +1,4 @@
-"""``facestream bench embed|pipeline|http|live|soak``: the benchmarks (code in daemon/bench/)."""
+"""``facestream bench embed|pipeline|http|live|soak|match``: the benchmarks (code in daemon/bench/)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from daemon.cli.common import gallery_file, live_args, model_opts, settings_from
 from daemon.cli.printing import CliError, print_result
 from daemon.engines import configured_embedder
+from pipeline.match_index import IndexParams
 
 
 def cmd_bench_embed(args: argparse.Namespace) -> int:
@@ -62,6 +63,43 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_match(args: argparse.Namespace) -> int:
+    from daemon.bench.match import parse_sizes
+
+    sizes = parse_sizes(args.identities)  # a bad size fails before faiss or any vector is touched
+    probes, timed = _whole("--probes", args.probes, 2), _whole("--timed", args.timed, 1)
+    seed = _whole("--seed", args.seed, 0)
+    ef_search = tuple(_whole("--ef-search", v, 1) for v in args.ef_search.split(","))
+    nprobe = tuple(_whole("--nprobe", v, 1) for v in args.nprobe.split(","))
+    approx = tuple(a for a in args.approx.split(",") if a)
+    if bad := [a for a in approx if a not in ("hnsw", "ivf")]:
+        raise CliError(f"--approx: {bad[0]!r} is not an approximate index (hnsw, ivf)")
+    from pipeline.match_index import faiss_available
+
+    if not faiss_available():
+        raise CliError("bench match needs faiss-cpu: pip install 'facestream[large]'")
+    from daemon.bench.match import run_bench_match, summary_lines
+
+    result = run_bench_match(sizes, probes, timed, seed, approx, IndexParams(),
+                             Path(args.work_dir) if args.work_dir else None, ef_search, nprobe)
+    if args.json:
+        print_result(result, True)
+    else:
+        print("\n".join(summary_lines(result)))
+    return 0
+
+
+def _whole(option: str, text: str, minimum: int) -> int:
+    """A whole-number option checked here, not by argparse, so a bad value is one line (no usage block)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise CliError(f"{option}: {text!r} is not a whole number") from None
+    if value < minimum:
+        raise CliError(f"{option} must be >= {minimum}, got {value}")
+    return value
+
+
 def add_commands(sub: Any) -> None:
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="action", required=True)
     be = bench.add_parser("embed", help="embedding throughput")
@@ -99,3 +137,20 @@ def add_commands(sub: Any) -> None:
     live_args(bs, "video file, read N times over as live cameras", 4, 600.0, 60.0,
                "seconds before RSS growth is measured from")
     bs.set_defaults(func=cmd_bench_soak)
+    bm = bench.add_parser("match", help="centroid search on synthetic dlib-shaped galleries: per-face latency of "
+                          "exact NumPy, FAISS exact and approximate, recall@1, build time, memory, SQLite open time")
+    bm.add_argument("--identities", default="1000,100000", help="gallery sizes, comma-separated (default "
+                    "1000,100000; the acceptance figure is at 1000000)")
+    bm.add_argument("--probes", default="1000", help="probe faces per size, half of them strangers "
+                    "(default 1000)")
+    bm.add_argument("--timed", default="200", help="probe faces timed one by one (default 200)")
+    bm.add_argument("--approx", default="hnsw,ivf", help="approximate indexes to measure (default hnsw,ivf)")
+    bm.add_argument("--ef-search", default=str(IndexParams().ef_search),
+                    help="HNSW candidates per search, comma-separated to compare several on one graph (default: "
+                    "the matcher's)")
+    bm.add_argument("--nprobe", default="64,256", help="IVF lists scanned per search, comma-separated "
+                    "(default 64,256)")
+    bm.add_argument("--seed", default="0")
+    bm.add_argument("--work-dir", help="folder for the synthetic gallery files (default: the temp folder)")
+    bm.add_argument("--json", action="store_true")
+    bm.set_defaults(func=cmd_bench_match)

@@ -212,16 +212,29 @@ class SqliteGallery(Gallery):
         return [r[0] for r in self.conn.execute("SELECT name FROM identities ORDER BY name")]
 
     def identities(self) -> list[Identity]:
-        out = []
-        for iid, name, centroid in self.conn.execute("SELECT id, name, centroid FROM identities ORDER BY name"):
-            rows = self.conn.execute(
-                "SELECT vec, outlier, path, sha256, prob, face_px, blur FROM templates WHERE identity_id = ? "
-                "ORDER BY id", (iid,)).fetchall()
-            vecs = np.stack([_vec(r[0]) for r in rows]) if rows else np.zeros((0, self.dim), np.float32)
-            out.append(Identity(name, _vec(centroid), vecs, np.array([bool(r[1]) for r in rows], dtype=bool),
-                                [r[2] for r in rows], [r[3] for r in rows],
-                                [{"prob": r[4], "face_px": r[5], "blur": r[6]} for r in rows]))
+        """Every identity with its templates, by name, in one query (one query per identity took minutes
+        for a gallery of a million: docs/benchmarks.md, "Large galleries")."""
+        out: list[Identity] = []
+        rows = self.conn.execute(
+            "SELECT i.id, i.name, i.centroid, t.vec, t.outlier, t.path, t.sha256, t.prob, t.face_px, t.blur "
+            "FROM identities i LEFT JOIN templates t ON t.identity_id = i.id ORDER BY i.name, t.id")
+        current, group = None, []
+        for r in rows:
+            if current is not None and r[0] != current[0]:
+                out.append(self._identity(current, group))
+                group = []
+            current = r
+            if r[3] is not None:
+                group.append(r)
+        if current is not None:
+            out.append(self._identity(current, group))
         return out
+
+    def _identity(self, head: tuple, rows: list[tuple]) -> Identity:
+        vecs = np.stack([_vec(r[3]) for r in rows]) if rows else np.zeros((0, self.dim), np.float32)
+        return Identity(head[1], _vec(head[2]), vecs, np.array([bool(r[4]) for r in rows], dtype=bool),
+                        [r[5] for r in rows], [r[6] for r in rows],
+                        [{"prob": r[7], "face_px": r[8], "blur": r[9]} for r in rows])
 
     def _write_identities(self, people: list[Identity], keep_others: bool, sources: dict[str, set[str]]) -> None:
         now = time.time()

@@ -118,7 +118,8 @@ class Gallery(ABC):
         """Write ``people`` (replacing same-named ones) in one transaction; drop the rest unless
         ``keep_others``. ``sources`` maps identity names to the hashes of every photo offered for
         them, enrolled or not, so removing a person can erase all of their cached embeddings."""
-        kept = [n for n in self.names() if n not in {p.name for p in people}] if keep_others else []
+        new = {p.name for p in people}  # built once: a set inside the comprehension was rebuilt per name
+        kept = [n for n in self.names() if n not in new] if keep_others else []
         for p in people:
             if not names.is_valid(p.name):
                 raise GalleryError(f"bad identity name {names.clip(p.name)!r}: {names.RULE}")
