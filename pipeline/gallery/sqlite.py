@@ -223,6 +223,12 @@ class SqliteGallery(Gallery):
                                 [{"prob": r[4], "face_px": r[5], "blur": r[6]} for r in rows]))
         return out
 
+    def sources(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for name, sha in self.conn.execute("SELECT identity, sha256 FROM sources"):
+            out.setdefault(name, set()).add(sha)
+        return out
+
     def _write_identities(self, people: list[Identity], keep_others: bool, sources: dict[str, set[str]]) -> None:
         now = time.time()
         with self.conn as cur:
