@@ -35,6 +35,7 @@ from daemon.stats import DaemonStats, GalleryState, SourceStats
 from pipeline.detect import DetectSchedule, DetectStage
 from pipeline.embed import EmbedStage
 from pipeline.events import EventsStage, FaceAnnotator, FrameObserver, Sink
+from pipeline.gallery.follow import GalleryFollower
 from pipeline.match_stage import FaceGate, MatchStage
 from pipeline.sources import SourceSpec, VideoSource, parse_source
 from pipeline.track import TrackStage
@@ -107,7 +108,7 @@ def _sinks(settings: Settings, sources: list[str]) -> list[Any]:
 class Daemon:
     """Build with settings (sources, gallery and sinks already resolved), then :meth:`run`."""
 
-    def __init__(self, settings: Settings, gallery_path: Path | None,
+    def __init__(self, settings: Settings, gallery_path: Path | str | None,
                  source_options: dict[str, Any] | None = None) -> None:
         if not settings.sources and not settings.http.listen:
             raise ValueError("no sources: pass --source URI or set sources in the config")
@@ -120,7 +121,7 @@ class Daemon:
             pin_mmap_threshold()
         self.gallery_path = gallery_path
         state, model_id = load_gallery_state(settings, gallery_path)
-        self._gallery_fd = hold_gallery(gallery_path) if gallery_path is not None else None
+        self._gallery_fd = hold_gallery(gallery_path) if isinstance(gallery_path, Path) else None
         self.embedder = stream_embedder(settings, model_id, f"gallery {gallery_path}")
         self.detector = stream_detector(settings)
         self._queues = self._make_queues()
@@ -141,6 +142,9 @@ class Daemon:
         self._reload = threading.Event()
         self._reload_lock = threading.Lock()
         self._started = 0.0
+        # A gallery in a database is followed live: every host's writes reach this matcher within follow_max_s.
+        self._follower = GalleryFollower.for_location(gallery_path, self.reload_gallery,
+                                                      settings.gallery.follow_max_s)
 
     def _make_queues(self) -> dict[str, queue.Queue[Any]]:
         qs = self.settings.pipeline.queue_size
@@ -206,28 +210,31 @@ class Daemon:
 
     def gallery_state(self) -> GalleryState:
         matcher, threshold, margin, version = self._match.state()
-        return GalleryState(matcher, threshold, margin, version)
+        return GalleryState(matcher, threshold, margin, version,
+                            self._follower.state if self._follower else "current")
 
     @property
     def face_gate(self) -> FaceGate:
         """The rule that decides whether a face is good enough to be judged at all."""
         return self._match.gate
 
-    def reload_gallery(self) -> None:
-        """Swap in the gallery as it is on disk now; a broken file leaves the old one in use. SIGHUP and the HTTP
-        API both call this: one reload at a time, so an older read never replaces a newer one."""
+    def reload_gallery(self) -> bool:
+        """Swap in the gallery as it is stored now; a broken file or a lost database leaves the old one in use
+        (False). SIGHUP, the HTTP API and the follower of a shared gallery call this: one reload at a time, so
+        an older read never replaces a newer one."""
         with self._reload_lock:
             try:
                 state, model_id = load_gallery_state(self.settings, self.gallery_path)
             except Exception as exc:
-                log.error("gallery_reload_failed", error=str(exc))
-                return
+                log.error("gallery_reload_failed", error=" ".join(str(exc).split())[:300])
+                return False
             if model_id and model_id != self.embedder.model_id:
                 log.error("gallery_reload_refused_model_changed", gallery_model=model_id,
                           running=self.embedder.model_id)
-                return
+                return False
             self._match.swap(state.matcher, state.threshold, state.margin, state.version)
         log.info("gallery_reloaded", version=state.version)
+        return True
 
     def snapshot(self) -> DaemonStats:
         """Every counter of the running daemon, read once."""
@@ -298,6 +305,8 @@ class Daemon:
             log.info("http_listening", url=server.url)
         for task in self._tasks:
             task.start()
+        if self._follower is not None:
+            self._follower.start()
         log.info("daemon_started", sources=[s.display_uri for s in self.specs], model=self.embedder.model_id)
         # Files end by themselves; a daemon with no source at all (facestream serve) runs until stopped.
         ends_by_itself = bool(self.specs) and all(not s.live for s in self.specs)
@@ -359,6 +368,8 @@ class Daemon:
         """Drain, close everything; 0 unless a stage did not finish or every source failed."""
         interrupted = self._stop.is_set()
         self._stop.set()
+        if self._follower is not None:
+            self._follower.stop()
         if interrupted:
             self._interrupted.set()  # from here on the detect stage lets undetected frames go
         ok = self._drain(interrupted)

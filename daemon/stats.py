@@ -18,6 +18,7 @@ class GalleryState:
     threshold: float
     margin: float
     version: int
+    state: str = "current"  # "stale": a shared gallery's database is lost; matching goes on with this one
 
     @property
     def identities(self) -> int:

@@ -35,12 +35,23 @@ def with_settings(func: Callable[[argparse.Namespace, Settings, Callable[[dict, 
     return lambda args: func(args, settings_from(args), print_result)
 
 
-def gallery_file(args: argparse.Namespace, settings: Settings) -> Path | None:
-    """--gallery, else gallery.path from the settings; a path that is not a file is a one-line error."""
-    gallery = args.gallery or settings.gallery.path
-    if gallery and not Path(gallery).expanduser().is_file():
+def gallery_location(args: argparse.Namespace, settings: Settings) -> Path | str | None:
+    """--gallery, else gallery.path from the settings: a file's path, or a database URL as given (a password in
+    it is refused when it is opened)."""
+    from pipeline.gallery.store import is_url
+
+    gallery = getattr(args, "gallery", None) or settings.gallery.path
+    if not gallery:
+        return None
+    return str(gallery) if is_url(gallery) else Path(gallery).expanduser()
+
+
+def gallery_file(args: argparse.Namespace, settings: Settings) -> Path | str | None:
+    """:func:`gallery_location`; a path that is not a file is a one-line error."""
+    gallery = gallery_location(args, settings)
+    if isinstance(gallery, Path) and not gallery.is_file():
         raise CliError(f"gallery file {gallery} does not exist")
-    return Path(gallery) if gallery else None
+    return gallery
 
 
 def model_opts(sp: argparse.ArgumentParser, flip: bool = True) -> None:

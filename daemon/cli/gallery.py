@@ -8,17 +8,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemon.cli.common import model_opts, with_settings
+from daemon.cli.common import gallery_location, model_opts, with_settings
 from daemon.cli.printing import print_rows
 from daemon.config import Settings
 from daemon.engines import check_gallery_model, engine_for_gallery
 
 
-def _gallery_path(args: argparse.Namespace, settings: Settings) -> Path:
-    path = getattr(args, "gallery", None) or settings.gallery.path
-    if not path:
-        raise ValueError("no gallery given: pass --gallery FILE or set gallery.path in the config")
-    return Path(path)
+def _gallery_path(args: argparse.Namespace, settings: Settings) -> Path | str:
+    path = gallery_location(args, settings)
+    if path is None:
+        raise ValueError("no gallery given: pass --gallery FILE (or a postgresql:// URL) or set gallery.path in "
+                         "the config")
+    return path
+
+
+def _existing(path: Path | str) -> Any:
+    """The gallery at ``path``, or None when there is none yet (a file not made, a database without one)."""
+    from pipeline.gallery import Gallery, GalleryError
+
+    if isinstance(path, Path):
+        return Gallery.open(path) if path.exists() else None
+    try:
+        return Gallery.open(path)
+    except GalleryError as exc:
+        if "holds no facestream gallery" in str(exc):
+            return None
+        raise
 
 
 def _gates(settings: Settings):
@@ -68,17 +83,14 @@ def cmd_add(args: argparse.Namespace, settings: Settings, out: Callable[[dict, b
     if bool(args.images) == bool(args.video):
         raise ValueError("give photos (gallery add NAME PHOTO...) or one clip (--video CLIP), not both or neither")
     path = _gallery_path(args, settings)
-    if args.video and not path.exists():
-        gallery = None  # enrolling from video may start a gallery
-    else:
-        gallery = Gallery.open(path)  # a bad file or model fails before torch is imported
-        if gallery.model_id:
-            check_gallery_model(gallery.model_id, f"gallery {gallery.path}")
+    gallery = _existing(path) if args.video else Gallery.open(path)  # a bad one fails before torch is imported
+    if gallery is not None and gallery.model_id:  # (enrolling from video may start a gallery)
+        check_gallery_model(gallery.model_id, f"gallery {gallery.path}")
     from pipeline.gallery.enrol import enrol
 
     model_id = gallery.model_id if gallery else None
     engine = engine_for_gallery(settings, model_id, gallery.cache() if gallery else None, "dominant",
-                                f"gallery {path}")
+                                f"gallery {gallery.path if gallery else path}")
     results, summary = None, {}
     if args.video:
         from pipeline.gallery.video import video_faces
@@ -174,6 +186,13 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings, out: Callable[[d
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
+    from pipeline.gallery.migrate import migrate
+
+    out(migrate(args.src, args.dst), args.json)
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     """Register the ``gallery`` subcommands."""
     run = with_settings
@@ -182,12 +201,13 @@ def add_commands(sub: Any) -> None:
 
     def common(sp: argparse.ArgumentParser, gallery_opt: bool = True) -> None:
         if gallery_opt:
-            sp.add_argument("--gallery", help="gallery file (default: gallery.path from the config)")
+            sp.add_argument("--gallery", help="gallery file or postgresql:// URL (default: gallery.path from the "
+                            "config)")
         sp.add_argument("--json", action="store_true")
 
     b = gal.add_parser("build", help="build a gallery from a folder per identity or a CSV")
     b.add_argument("source", help="folder of identity folders, or CSV filename,identity[,role]")
-    b.add_argument("--out", required=True, help="gallery file to create or rebuild")
+    b.add_argument("--out", required=True, help="gallery file (or postgresql:// URL) to create or rebuild")
     b.add_argument("--role", help="with a CSV: only rows whose role column equals this")
     b.add_argument("--report", help="folder for skipped.csv, mislabelled.csv, close_identities.csv")
     b.add_argument("--holdout", type=int, help="leave out this many identities (open-set evaluation)")
@@ -227,3 +247,9 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--roc-png")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=run(cmd_calibrate))
+    m = gal.add_parser("migrate", help="copy a gallery to another backend (a file into PostgreSQL and back): "
+                       "templates, calibration and the embedding cache")
+    m.add_argument("src", help="gallery file or postgresql://USER@HOST:PORT/DB (never a password in the URL)")
+    m.add_argument("dst", help="a new gallery file, or a database holding no gallery yet")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=run(cmd_migrate))

@@ -43,6 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         print("facestream: interrupted", file=sys.stderr)
         return 130
     except (CliError, ValueError, FileNotFoundError, RuntimeError, OSError, sqlite3.Error) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"facestream: error: {msg}", file=sys.stderr)
-        return 2
+        return _error(exc)
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] != "psycopg":  # a database lost mid-command: one line too
+            raise
+        return _error(exc)
+
+
+def _error(exc: BaseException) -> int:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    print(f"facestream: error: {msg}", file=sys.stderr)
+    return 2

@@ -28,9 +28,13 @@ def cmd_attendance_report(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     a = settings.attendance
-    db = Path(args.db) if args.db else a.db
+    from pipeline.pg import is_pg_url
+
+    db = args.db or a.db
     roster_path = Path(args.roster) if args.roster else a.roster
-    if db is None or not Path(db).is_file():
+    if db is not None and not is_pg_url(db):
+        db = Path(db)
+    if db is None or (isinstance(db, Path) and not db.is_file()):
         raise CliError(f"attendance book {db} does not exist" if db else "no attendance book: pass --db FILE or set "
                        "attendance.db in the config")
     day = args.date or dt.date.today().isoformat()
@@ -38,7 +42,7 @@ def cmd_attendance_report(args: argparse.Namespace) -> int:
         dt.date.fromisoformat(day)
     except ValueError:
         raise CliError(f"--date must look like 2026-12-02, got {day!r}") from None
-    book = open_book(Path(db), args.site or a.site, readonly=True)  # a report never writes
+    book = open_book(db, args.site or a.site, readonly=True)  # a report never writes
     try:
         rep = report(book, read_roster(roster_path) if roster_path else [], day)
     finally:
@@ -68,7 +72,8 @@ def add_commands(sub: Any) -> None:
 
     att = sub.add_parser("attendance", help="attendance books").add_subparsers(dest="action", required=True)
     ar = att.add_parser("report", help="who was present, absent and unexpected on a day")
-    ar.add_argument("--db", help="attendance book (default: attendance.db from the config)")
+    ar.add_argument("--db", help="attendance book: a file, or postgresql://USER@HOST:PORT/DB for the whole site "
+                    "(default: attendance.db from the config)")
     ar.add_argument("--roster", help="roster CSV (default: attendance.roster from the config)")
     ar.add_argument("--site", help="site name (default: attendance.site from the config)")
     ar.add_argument("--date", help="day, YYYY-MM-DD (default: today)")

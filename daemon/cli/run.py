@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from daemon.cli.common import with_settings
+from daemon.cli.common import gallery_location, with_settings
 from daemon.config import Settings, with_overrides
 
 
@@ -33,14 +33,14 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: Any) -> int:
         settings = with_overrides(settings, http={"listen": args.http})
     if args.source:
         settings = settings.model_copy(update={"sources": list(args.source)})
-    gallery = args.gallery or settings.gallery.path
-    if gallery and Path(gallery).expanduser().is_dir():
+    gallery = gallery_location(args, settings)
+    if isinstance(gallery, Path) and gallery.is_dir():
         raise ValueError(f"gallery {gallery} is a directory, not a gallery file")
-    if gallery and not Path(gallery).expanduser().is_file():
+    if isinstance(gallery, Path) and not gallery.is_file():
         raise ValueError(f"gallery file {gallery} does not exist")
     options = {"live": True, "realtime": True, "loop": True} if args.loop else (
         {"realtime": True} if args.realtime else None)
-    daemon, _ = build_daemon(settings, Path(gallery) if gallery else None, options)
+    daemon, _ = build_daemon(settings, gallery, options)
     if settings.http.listen:
         from daemon.http.wiring import attach_http
 
@@ -54,12 +54,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: Any) -> int:
 
     settings = with_overrides(settings, http={"listen": args.http or settings.http.listen or "127.0.0.1:8080"},
                               sinks={"zmq": None} if args.zmq is None else {"zmq": args.zmq or None})
-    gallery = Path(args.gallery or settings.gallery.path or "")
-    if not str(gallery) or gallery == Path():
+    gallery = gallery_location(args, settings)
+    if gallery is None:
         raise ValueError("no gallery given: pass --gallery FILE (created when it does not exist)")
-    if gallery.expanduser().is_dir():
+    if isinstance(gallery, Path) and gallery.is_dir():
         raise ValueError(f"gallery {gallery} is a directory, not a gallery file")
-    if not gallery.expanduser().exists():
+    if not isinstance(gallery, Path) or not gallery.exists():  # a database gets one when it holds none
         from models.registry import get_spec, model_id_for
         from pipeline.gallery import Gallery
 
@@ -91,7 +91,8 @@ def add_commands(sub: Any) -> None:
     run = with_settings
     r = sub.add_parser("run", help="run the streaming daemon")
     r.add_argument("--source", action="append", help="file, camera index, rtsp:// or http(s):// URL (repeatable)")
-    r.add_argument("--gallery", help="gallery file to match against")
+    r.add_argument("--gallery", help="gallery file, or postgresql://USER@HOST:PORT/DB (followed live), to match "
+                   "against")
     r.add_argument("--events-jsonl", help="append events to this JSON-lines file")
     r.add_argument("--zmq", help="ZeroMQ PUB bind address ('' for none; default tcp://127.0.0.1:5556)")
     r.add_argument("--stdout", action="store_true", help="print a readable line per event")
@@ -108,7 +109,7 @@ def add_commands(sub: Any) -> None:
     r.set_defaults(func=run(cmd_run))
     sv = sub.add_parser("serve", help="the HTTP API and web page without sources: recognise photos, manage the "
                         "gallery")
-    sv.add_argument("--gallery", help="gallery file (created when it does not exist)")
+    sv.add_argument("--gallery", help="gallery file or postgresql:// URL (created when it does not exist)")
     sv.add_argument("--http", help="HOST:PORT (default: http.listen from the config, else 127.0.0.1:8080)")
     sv.add_argument("--zmq", help="also publish events on this ZeroMQ address (default: none)")
     sv.set_defaults(func=run(cmd_serve))

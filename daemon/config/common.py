@@ -1,8 +1,26 @@
-"""What every settings section shares: the one-line error type and the existing-file check."""
+"""What every settings section shares: the one-line error type, the existing-file check, and a store's
+location (a file path, or a ``postgresql://`` URL that carries no password)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import BeforeValidator, StringConstraints
+
+
+def _no_password(value: object) -> object:
+    from pipeline.pg import is_pg_url, parse_url
+
+    if is_pg_url(value):
+        parse_url(str(value), "")  # a ValueError of one line when it holds a password
+    return value
+
+
+# A record store's location: a path (SQLite book, JSON-lines audit) or a database URL (PostgreSQL), checked
+# before the union is tried (a refused URL must not fall back to being read as a path).
+StoreLocation = Annotated[Annotated[str, StringConstraints(pattern=r"^postgres(ql)?://")] | Path,
+                          BeforeValidator(_no_password)]
 
 
 class ConfigError(ValueError):

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from daemon.config.common import StoreLocation
 
 
 class GalleryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: Path | None = Field(None, description="Gallery file used by commands that take --gallery.")
+    path: StoreLocation | None = Field(None, description="Gallery used by commands that take --gallery: a file, "
+                                       "or a postgresql:// URL (no password in it) every host of a site shares.")
+    follow_max_s: float = Field(2.0, gt=0, le=60, description="A daemon on a gallery in a database swaps in every "
+                                "host's enrol, erase, rename and recalibration within this many seconds "
+                                "(LISTEN/NOTIFY, and a revision poll at half this interval).")
     min_face_px: float = Field(40.0, ge=0, description="Reference photos: smallest face side in pixels.")
     min_blur: float = Field(10.0, ge=0, description="Reference photos: lowest Laplacian variance of the "
                             "aligned face (lower is blurrier).")

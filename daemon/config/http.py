@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from daemon.config.common import StoreLocation
+
 MIN_TOKEN_CHARS = 16
 
 
@@ -82,9 +84,11 @@ class HttpConfig(BaseModel):
     allowed_origins: list[str] = Field(default_factory=list, description="Origins (scheme://host[:port]) besides "
                                        "the daemon's own whose pages may send state-changing requests; any other "
                                        "Origin (or Referer) gets 403.")
-    audit_log: Path | None = Field(None, description="API audit JSON-lines file (0600): every enrol, erase and "
-                                   "rename with time, remote address, route and outcome, never photo bytes. "
-                                   "Default: GALLERY.api-audit.jsonl beside the gallery file.")
+    audit_log: StoreLocation | None = Field(None, description="API audit: a JSON-lines file (0600) or a "
+                                            "postgresql:// URL; every enrol, erase and rename with time, remote "
+                                            "address, route and outcome, never photo bytes. Default: "
+                                            "GALLERY.api-audit.jsonl beside a gallery file, api-audit.jsonl in "
+                                            "paths.state_dir for a gallery in a database.")
     body_timeout_s: float = Field(30.0, gt=0, le=3600, description="Seconds a request body may take to arrive "
                                   "before the request gets 408 (a client that never finishes holds nothing).")
     max_parts: int = Field(64, ge=1, le=10000, description="Most parts in one multipart form; more get 413 before "

@@ -33,9 +33,10 @@ class PathsConfig(BaseModel):
                             "for state files named by relative paths in the configuration: sinks.jsonl, "
                             "door.audit, attendance.db, http.audit_log.")
 
-    def resolve(self, path: Path | None) -> Path | None:
-        """``path`` as the daemon will use it: ``~`` expanded, a relative path put under the state directory."""
-        if path is None:
-            return None
+    def resolve(self, path: Path | str | None) -> Path | str | None:
+        """``path`` as the daemon will use it: ``~`` expanded, a relative path put under the state directory;
+        a database URL as it is."""
+        if path is None or isinstance(path, str):
+            return path
         path = path.expanduser()
         return path if path.is_absolute() else self.state_dir.expanduser() / path

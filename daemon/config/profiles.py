@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from daemon.config.common import existing_file
+from daemon.config.common import StoreLocation, existing_file
 from daemon.sinks.keys import ZMQ_ADDRESS
 
 _SESSION = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
@@ -48,8 +48,9 @@ def read_roster(path: Path) -> list[str]:
 class AttendanceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    db: Path | None = Field(None, description="Attendance book (SQLite, 0600): set it to mark attendance; every "
-                            "camera of a site writes to the same book.")
+    db: StoreLocation | None = Field(None, description="Attendance book: a SQLite file (0600), or a postgresql:// "
+                                     "URL (no password in it) that every host of the site shares; set it to mark "
+                                     "attendance.")
     roster: Path | None = Field(None, description="CSV of the identities expected (an 'identity' column, or the "
                                 "first column).")
     site: str = Field("site", min_length=1, description="Site name: marks are once per identity, period and site.")
@@ -71,8 +72,9 @@ class AttendanceConfig(BaseModel):
 class DoorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    audit: Path | None = Field(None, description="Door audit JSONL (0600): set it to take door decisions "
-                               "(access.granted / access.denied), each audited with why.")
+    audit: StoreLocation | None = Field(None, description="Door audit: a JSON-lines file (0600), or a "
+                                        "postgresql:// URL (no password in it) a site's hosts share; set it to take "
+                                        "door decisions (access.granted / access.denied), each audited with why.")
     votes_k: int = Field(3, ge=1, description="Faces of the last votes_n, each named the same person on its own, "
                          "needed for a grant.")
     votes_n: int = Field(5, ge=1, description="How many of a track's latest judged faces vote.")

@@ -47,7 +47,7 @@ class DaemonLink:
 
     settings: Settings
     embedder: Embedder
-    gallery_path: Path | None
+    gallery_path: Path | str | None
     gallery_state: Callable[[], GalleryState]
     face_gate: Callable[[], FaceGate]
     reload_gallery: Callable[[], None]
@@ -118,7 +118,7 @@ class FaceService:
         self._liveness: Any = None
 
     @property
-    def gallery_path(self) -> Path | None:
+    def gallery_path(self) -> Path | str | None:
         return self.daemon.gallery_path
 
     def _still_engine(self) -> StillEmbedder:
@@ -205,7 +205,7 @@ class FaceService:
         try:
             return Gallery.open(self.gallery_path)
         except GalleryError as exc:  # replaced or damaged on disk since the daemon started: it keeps the old one
-            raise ApiError(503, f"the gallery file cannot be used now: {exc}") from None
+            raise ApiError(503, f"the gallery cannot be used now: {exc}") from None
 
     def identities(self, paths: bool = False) -> dict[str, Any]:
         """The gallery's people; ``paths``: the photos' and gallery's paths on this machine, else their labels

@@ -66,6 +66,12 @@ class _DaemonCollector(Collector):
                                 value=snap.gallery.identities)
         yield GaugeMetricFamily("facestream_gallery_version", "Version of the gallery in use.",
                                 value=snap.gallery.version)
+        state = GaugeMetricFamily("facestream_gallery_state", "1 for the state of the gallery in use: current, or "
+                                  "stale (its database is lost; matching goes on with the last gallery read).",
+                                  labels=["state"])
+        for name in ("current", "stale"):
+            state.add_metric([name], float(snap.gallery.state == name))
+        yield state
         yield GaugeMetricFamily("facestream_match_threshold", "Score a face must reach to be named.",
                                 value=snap.gallery.threshold)
         yield from self._guard()

@@ -13,6 +13,7 @@ from typing import Any
 
 from daemon.memory import pin_mmap_threshold
 from daemon.runner import Daemon
+from pipeline.gallery.store import location_name
 
 
 def attach_http(daemon: Daemon) -> Daemon:
@@ -44,13 +45,24 @@ def attach_http(daemon: Daemon) -> Daemon:
     faces = FaceService(DaemonLink(settings, daemon.embedder, daemon.gallery_path, daemon.gallery_state,
                                    lambda: daemon.face_gate, daemon.reload_gallery, daemon.publish))
     ctx = HttpContext(settings.http, faces, hub, view, metrics, lambda paths: status(daemon, view, hub, paths))
-    g = daemon.gallery_path
-    audit_path = settings.http.audit_log or (g.with_name(g.name + ".api-audit.jsonl") if g is not None else None)
+    audit_path = settings.http.audit_log or _default_audit(daemon)
     audit = ApiAudit(audit_path, settings.retention.audit_days is not None) if audit_path is not None else None
     app = make_app(ctx, audit)
     metrics.guard = app
     daemon.add_server(HttpServer(app, settings.http.listen, on_stop=[audit.close] if audit else []))
     return daemon
+
+
+def _default_audit(daemon: Daemon) -> Path | None:
+    """Beside a gallery file; in the state directory for a gallery in a database (no file to sit beside)."""
+    g = daemon.gallery_path
+    if g is None:
+        return None
+    if isinstance(g, Path):
+        return g.with_name(g.name + ".api-audit.jsonl")
+    state = daemon.settings.paths.state_dir.expanduser()
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return state / "api-audit.jsonl"
 
 
 def status(daemon: Daemon, view: Any, hub: Any, paths: bool = False) -> dict[str, Any]:
@@ -65,7 +77,8 @@ def status(daemon: Daemon, view: Any, hub: Any, paths: bool = False) -> dict[str
                         "frames_processed": src.frames_processed})
     g, gal = daemon.gallery_path, snap.gallery
     return {"uptime_s": snap.uptime_s, "model": snap.model_id,
-            "gallery": {"path": (str(g) if paths else g.name) if g else None, "version": gal.version,
+            "gallery": {"path": (str(g) if paths else location_name(g)) if g else None, "version": gal.version,
+                        "state": gal.state,
                         "identities": gal.identities, "threshold": round(gal.threshold, 4),
                         "margin": round(gal.margin, 4)},
             "sources": sources, "queues": snap.queues, "faces_embedded": snap.faces_embedded, "latency": snap.latency,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,13 @@ class EmbeddingCache:
                     for sha, ctx, f in rows
                 ],
             )
+
+    def rows(self) -> Iterator[tuple[str, str, CachedFace]]:
+        """Every cached (sha256, context, face), in key order."""
+        for key, reason, vec, info in self.conn.execute("SELECT key, reason, vec, info FROM faces ORDER BY key"):
+            sha, _, ctx = key.partition("|")
+            yield sha, ctx, CachedFace(np.frombuffer(vec, dtype=np.float32).copy() if vec is not None else None,
+                                       reason, json.loads(info) if info else {})
 
     def delete_sha(self, sha256s: list[str]) -> int:
         with self.conn:

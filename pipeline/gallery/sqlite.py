@@ -236,6 +236,12 @@ class SqliteGallery(Gallery):
                         [r[5] for r in rows], [r[6] for r in rows],
                         [{"prob": r[7], "face_px": r[8], "blur": r[9]} for r in rows])
 
+    def sources(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for name, sha in self.conn.execute("SELECT identity, sha256 FROM sources"):
+            out.setdefault(name, set()).add(sha)
+        return out
+
     def _write_identities(self, people: list[Identity], keep_others: bool, sources: dict[str, set[str]]) -> None:
         now = time.time()
         with self.conn as cur:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,12 +47,35 @@ class FaceCache(Protocol):
 
     def put_many(self, rows: list[tuple[str, str, Any]]) -> None: ...
 
+    def rows(self) -> Iterator[tuple[str, str, Any]]:
+        """Every cached (sha256, context, face), for copying a gallery to another backend."""
+        ...
+
+
+class ChangeFeed(Protocol):
+    """Commits to a shared gallery as they happen (a backend that several hosts write offers one)."""
+
+    def revision(self) -> int:
+        """Moves on every write, calibration included."""
+        ...
+
+    def wait(self, timeout_s: float) -> bool:
+        """True when a write committed within ``timeout_s``; raises when the store is lost."""
+        ...
+
+    def close(self) -> None: ...
+
 
 class Gallery(ABC):
     """Open with :meth:`create` or :meth:`open` (a path, or a database URL); reads are cheap, writes are
     transactions. ``path`` is where it lives, for messages (a file, or a URL without its password)."""
 
-    path: Path
+    path: Any  # a Path, or the database's URL without password (both have .name and str())
+    shared = False  # a store several hosts write (a database): daemons follow it live
+
+    @classmethod
+    def is_shared(cls, location: str | Path) -> bool:
+        return _backend(location).shared
 
     # ---- opening: the backend switch ---------------------------------------------------------
     @classmethod
@@ -65,6 +88,16 @@ class Gallery(ABC):
         """Open an existing gallery; ``model_id`` (when given) must match the one it was built with. Every way
         a location can fail to be a usable gallery is a :class:`GalleryError` naming it and the reason."""
         return _backend(location).open(location, model_id)
+
+    @classmethod
+    def follow(cls, location: str | Path) -> ChangeFeed | None:
+        """A feed of the gallery's commits, when its backend has one (a database several hosts share); None for
+        a file (a daemon reloads one on SIGHUP)."""
+        return _backend(location).change_feed(location)
+
+    @classmethod
+    def change_feed(cls, location: str | Path) -> ChangeFeed | None:
+        return None
 
     @abstractmethod
     def close(self) -> None: ...
@@ -113,6 +146,10 @@ class Gallery(ABC):
     @abstractmethod
     def identities(self) -> list[Identity]: ...
 
+    @abstractmethod
+    def sources(self) -> dict[str, set[str]]:
+        """Identity name -> hashes of every photo offered for them (enrolled or not)."""
+
     def replace_identities(self, people: list[Identity], keep_others: bool,
                            sources: dict[str, set[str]] | None = None) -> None:
         """Write ``people`` (replacing same-named ones) in one transaction; drop the rest unless
@@ -128,6 +165,11 @@ class Gallery(ABC):
             raise GalleryError(f"identity name {names.clip(b)!r} is too like {names.clip(a)!r} (the same after case "
                                "folding and look-alike characters): use one name for one person")
         self._write_identities(people, keep_others, sources or {})
+
+    def copy_identities(self, people: list[Identity], sources: dict[str, set[str]]) -> None:
+        """Replace every identity with ``people`` as stored elsewhere (a migration), in one transaction; names
+        are not checked again: one from before the name rule still matches and is pointed out for renaming."""
+        self._write_identities(people, False, sources)
 
     @abstractmethod
     def _write_identities(self, people: list[Identity], keep_others: bool, sources: dict[str, set[str]]) -> None:
@@ -184,8 +226,18 @@ def register_backend(accepts: Callable[[str | Path], bool], backend: type[Galler
     _BACKENDS.append((accepts, backend))
 
 
-def is_url(location: str | Path) -> bool:
-    return isinstance(location, str) and "://" in location
+def is_url(location: object) -> bool:
+    """A database URL (a str, or a checked URL object), never a path (``Path`` folds ``//``)."""
+    return not isinstance(location, Path) and "://" in str(location)
+
+
+def location_name(location: object) -> str:
+    """What a caller without the API token is shown of a gallery's location: a file's name, a database's."""
+    if isinstance(location, Path):
+        return location.name
+    if is_url(location):
+        return str(location).split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    return Path(str(location)).name
 
 
 def _backend(location: str | Path) -> type[Gallery]:
