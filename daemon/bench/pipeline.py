@@ -3,6 +3,8 @@ seed-style loop, in one process, so the three figures are comparable.
 
 - decode: the same FFmpeg backend reading every frame, nothing else (the ceiling);
 - pipeline: the daemon at the given settings (file source, no sinks), timed from its first frame;
+- ``--liveness on|off``: the pipeline as a door runs it (door profile, audit in a temporary folder), with or
+  without liveness, and the per-face cost of the liveness scoring inside that run;
 - baseline (``--baseline``): what the "FaceNet + SVM" notebooks do: facenet-pytorch's own MTCNN on every
   frame at full resolution, then one embedding per face, no batching, skipping or tracking.
 Model loading is reported separately (``startup_s``), never inside a frames/s figure.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from daemon.config import Settings
+from daemon.config import Settings, with_overrides
 from daemon.profiles import build_daemon
 
 
@@ -66,7 +69,7 @@ def pipeline_run(settings: Settings, gallery: Path | None, path: Path) -> dict[s
     settings = settings.model_copy(update={"sinks": settings.sinks.model_copy(
         update={"zmq": None, "jsonl": None, "stdout": False, "timeline_csv": None, "annotate_dir": None})})
     t0 = time.perf_counter()
-    daemon, _ = build_daemon(settings, gallery)  # with the profiles and [[actions]] the config asks for
+    daemon, parts = build_daemon(settings, gallery)  # with the profiles and [[actions]] the config asks for
     sid = daemon.specs[0].id
     startup = time.perf_counter() - t0
     rc: dict[str, int] = {}
@@ -86,7 +89,10 @@ def pipeline_run(settings: Settings, gallery: Path | None, path: Path) -> dict[s
     frames = sum(src.frames_read for src in snap.sources)
     # fps counts to the exit (sinks and actions closed); processing_fps to the last frame's events, so a slow
     # action that the exit waits for shows in close_s, not as a slower pipeline.
-    return {"fps": frames / elapsed, "processing_fps": round(frames / max(1e-6, t_done - t1), 2),
+    live = parts.door.liveness if parts.door is not None else None
+    scored = {"liveness_faces_scored": live.faces_scored, "liveness_ms_per_face": round(
+        1000 * live.scoring_s / live.faces_scored, 2) if live.faces_scored else None} if live is not None else {}
+    return {**scored, "fps": frames / elapsed, "processing_fps": round(frames / max(1e-6, t_done - t1), 2),
             "close_s": round(elapsed - (t_done - t1), 3), "frames": frames, "startup_s": startup, "elapsed_s": elapsed,
             "faces_embedded": snap.faces_embedded, "latency": snap.latency, "exit_code": rc.get("rc")}
 
@@ -128,12 +134,23 @@ def baseline_fps(settings: Settings, path: Path, max_frames: int | None) -> dict
     return {"fps": n / elapsed if n else 0.0, "frames": n, "faces": faces, "startup_s": startup}
 
 
+def door_run(settings: Settings, gallery: Path | None, path: Path, liveness: bool) -> dict[str, Any]:
+    """The pipeline with the door profile (audit to a temporary file, no action), liveness on or off."""
+    with tempfile.TemporaryDirectory(prefix="facestream-bench-door-") as tmp:
+        settings = with_overrides(settings, door={"audit": str(Path(tmp) / "door.audit.jsonl"), "command": [],
+                                                  "zmq_req": None}, liveness={"enabled": liveness})
+        return pipeline_run(settings, gallery, path)
+
+
 def run_bench(settings: Settings, gallery: Path | None, source: Path, baseline: bool,
-              baseline_frames: int | None) -> dict[str, Any]:
+              baseline_frames: int | None, liveness: str | None = None) -> dict[str, Any]:
     if not source.is_file():
         raise ValueError(f"video file not found: {source}")
+    if liveness not in (None, "on", "off"):
+        raise ValueError(f"--liveness must be 'on' or 'off', got {liveness!r}")
     dec, _ = decode_fps(source)
-    pipe = pipeline_run(settings, gallery, source)
+    pipe = (pipeline_run(settings, gallery, source) if liveness is None
+            else door_run(settings, gallery, source, liveness == "on"))
     out: dict[str, Any] = {
         "source": str(source), "decode_fps": round(dec, 1), "pipeline_fps": round(pipe["fps"], 2),
         "processing_fps": pipe["processing_fps"], "close_s": pipe["close_s"],
@@ -144,6 +161,9 @@ def run_bench(settings: Settings, gallery: Path | None, source: Path, baseline: 
         "latency_p50_ms": pipe["latency"]["p50_ms"], "latency_p99_ms": pipe["latency"]["p99_ms"],
         "frames": pipe["frames"], "threads_per_stage": settings.pipeline.threads_per_stage,
     }
+    if liveness is not None:
+        out.update(door=True, liveness=liveness, liveness_faces_scored=pipe.get("liveness_faces_scored", 0),
+                   liveness_ms_per_face=pipe.get("liveness_ms_per_face"))
     if baseline:
         base = baseline_fps(settings, source, baseline_frames)
         out["baseline_fps"] = round(base["fps"], 3)

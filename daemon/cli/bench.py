@@ -26,7 +26,7 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     result = run_bench(settings, gallery_file(args, settings), Path(args.source), args.baseline,
-                       args.baseline_frames)
+                       args.baseline_frames, args.liveness)
     print_result(result, args.json)
     return 0
 
@@ -114,6 +114,8 @@ def add_commands(sub: Any) -> None:
     bp.add_argument("--baseline", action="store_true", help="also time facenet-pytorch's MTCNN on every frame "
                     "plus one embedding per face")
     bp.add_argument("--baseline-frames", type=int, help="time the baseline on the first N frames only")
+    bp.add_argument("--liveness", choices=("on", "off"), help="run the door profile (audit in a temporary folder, "
+                    "no action) with liveness on or off, and report the liveness cost per face")
     bp.add_argument("--json", action="store_true")
     bp.set_defaults(func=cmd_bench_pipeline)
     bh = bench.add_parser("http", help="pipeline frames/s on a file with the web page's requests (snapshots, "
