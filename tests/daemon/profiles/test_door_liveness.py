@@ -131,3 +131,42 @@ def test_missing_weights_fail_the_door_in_one_line_before_any_file(tmp_path, cli
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "minifasnet" in err and "not found" in err and "SHA-256" in err
     assert not (tmp_path / "e.jsonl").exists() and not (tmp_path / "audit.jsonl").exists()
+
+
+def test_the_door_scores_a_track_until_it_decides_it_and_denies_a_print(tmp_path, data_dir, detector) -> None:
+    """Upstream's T1 (live) and F1 (a print) as frames of two tracks that the vote names: T1 is granted after
+    min_frames faces, F1 refused as a presentation attack; faces after the decision are not scored, and the
+    face events carry the score so far."""
+    import numpy as np
+
+    from daemon.profiles.door import DoorController
+    from daemon.profiles.door_liveness import make_liveness
+    from pipeline.images import load_rgb
+    from pipeline.types import Frame, MatchedFrame, TrackDecision, TrackedFrame
+
+    settings = load_settings(None)  # liveness weights: the shared copy (conftest)
+    liveness = make_liveness(settings)
+    published: list[tuple[str, dict]] = []
+    door = DoorController(tmp_path / "audit.jsonl", lambda: (0.9, 0.05), votes_k=3, votes_n=5,
+                          publish=lambda t, b: published.append((t, b)), liveness=liveness)
+    samples = data_dir / "liveness" / "models" / "samples"
+    people = {1: load_rgb(samples / "image_T1.jpg"), 2: load_rgb(samples / "image_F1.jpg")}
+    dets = {tid: detector.detect([img])[0][0] for tid, img in people.items()}
+    for i in range(5):  # five judged faces each; the door decides on the third
+        for tid, img in people.items():
+            d = TrackDecision(tid, dets[tid], "ada", 0.95, 0.1, "ada", i == 0, False, i + 1, "ada",
+                              (("ada", 0.95), ("bob", 0.6)))
+            msg = MatchedFrame(TrackedFrame(Frame("door", i, float(i), 0.0, img, False), (), (), ()), (d,), ())
+            liveness.annotate(msg)  # as the events stage does, before the frame's events
+            if i == 0:
+                assert liveness.fields("door", tid)["live_faces"] == 1
+            door.observe(msg, {})
+    door.close()
+    assert liveness.faces_scored == 6  # 3 faces a track, none after the door's decision
+    topics = {b["track_id"]: (t, b) for t, b in published}
+    assert topics[1][0] == "access.granted" and topics[1][1]["live_score"] >= 0.5
+    assert topics[2][0] == "access.denied" and topics[2][1]["reason"] == "presentation attack"
+    assert topics[2][1]["live_score"] < 0.5
+    audit = {a["track_id"]: a for a in map(json.loads, (tmp_path / "audit.jsonl").read_text().splitlines())}
+    assert audit[2]["decision"] == "denied" and audit[2]["claimed"] == "ada" and audit[2]["live_score"] < 0.5
+    assert np.isclose(audit[1]["live_score"], liveness.fields("door", 1)["live_score"])
