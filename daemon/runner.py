@@ -270,10 +270,14 @@ class Daemon:
         """First SIGINT/SIGTERM: drain and exit 0. A second one: exit at once (130), drain or not."""
         if signum is not None and self._stop.is_set():
             log.error("second_signal_exiting_now", signal=signum)
-            for sink in self._sinks:  # JSONL lines are already flushed per event; this only fsyncs
-                with contextlib.suppress(Exception):
-                    sink.close()
+            for sink in self._sinks:  # JSONL lines are already flushed per event; this only fsyncs. Sinks
+                abort = getattr(sink, "abort", None)  # that wait (actions, MQTT, ZeroMQ linger) are left as they are:
+                if abort is not None:  # the MQTT spool is committed per event and is resent at the next start
+                    with contextlib.suppress(Exception):
+                        abort()
             os._exit(130)
+        if signum is not None:
+            log.info("stop_requested", signal=signum)  # the operator sees the drain begin; a second signal cuts it
         self._stop.set()
 
     def request_reload(self, *_: Any) -> None:

@@ -80,6 +80,15 @@ class JsonlSink:
             self._file.write(line + "\n")
             self._file.flush()
 
+    def abort(self) -> None:
+        """A second signal: fsync what is written and return, never waiting long on the writer's lock."""
+        if self._lock.acquire(timeout=0.5):
+            try:
+                if self._file is not None and self._regular:
+                    os.fsync(self._file.fileno())
+            finally:
+                self._lock.release()
+
     def close(self) -> None:
         with self._lock:
             if self._file is not None:

@@ -89,22 +89,30 @@ def test_sigterm_with_a_live_rtsp_source_exits_0_within_5_s_with_final_stats(tmp
 
 
 def test_a_second_sigint_exits_at_once_with_130(tmp_path, data_dir) -> None:
-    """A live source: it never ends by itself (a short file is now analysed before the signals land)."""
+    """A live source and a hanging action hold the drain for seconds; the second SIGINT is sent once the first
+    is logged as handled (two signals before the interpreter runs its handler are one signal to Python)."""
     jsonl = tmp_path / "int.jsonl"
+    (cfg := tmp_path / "hang.toml").write_text(
+        '[[actions]]\nname = "hang"\non = ["source.status"]\ncommand = ["sleep", "60"]\ntimeout_s = 20\n')
+    err: list[str] = []
     with RtspServer(free_port(), {"/cam": data_dir / HAMILTON}) as server:
-        proc = _start(tmp_path, "--source", server.url("/cam"), "--events-jsonl", str(jsonl), "--zmq", "")
+        proc = _start(tmp_path, "--config", str(cfg), "--source", server.url("/cam"), "--events-jsonl", str(jsonl),
+                      "--zmq", "")
+        reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+        reader.start()
         try:
             assert wait_for(lambda: _has(jsonl, '"opened"'), 180)
             proc.send_signal(signal.SIGINT)
-            time.sleep(0.005)  # long enough for the first handler to run, far shorter than any drain
+            assert wait_for(lambda: any("stop_requested" in line for line in err), 10), "".join(err)[-2000:]
             proc.send_signal(signal.SIGINT)
             t0 = time.monotonic()
-            proc.communicate(timeout=30)
+            proc.wait(timeout=30)
             took = time.monotonic() - t0
         finally:
             proc.kill()
-    assert proc.returncode == 130
+    assert proc.returncode == 130, "".join(err)[-2000:]
     assert took < 2.0, f"the second SIGINT took {took:.2f} s"
+    assert any("second_signal_exiting_now" in line for line in err)
     for line in jsonl.read_text().splitlines():
         json.loads(line)  # what was written is whole
 
