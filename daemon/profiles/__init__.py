@@ -46,8 +46,9 @@ def attach(daemon: Daemon) -> Attached:
             state = daemon.gallery_state()
             return state.threshold, state.margin
 
-        parts.door = DoorController(Path(dc.audit), operating_point, dc.votes_k, dc.votes_n, dc.cooldown_s,
-                                    list(dc.command) or None, dc.zmq_req, dc.action_timeout_s, daemon.publish)
+        parts.door = DoorController(dc.audit, operating_point, dc.votes_k, dc.votes_n, dc.cooldown_s,
+                                    list(dc.command) or None, dc.zmq_req, dc.action_timeout_s, daemon.publish,
+                                    s.paths.state_dir / "spool")
         daemon.add_observer(parts.door)
     if s.attendance.db:
         from daemon.config.profiles import parse_sessions, read_roster
@@ -57,13 +58,13 @@ def attach(daemon: Daemon) -> Attached:
         a = s.attendance
         roster = read_roster(a.roster) if a.roster else []
         # Last in the list: its attendance.marked follows the face.recognized it came from in every sink.
-        parts.attendance = AttendanceSink(open_book(a.db, a.site), roster, parse_sessions(a.sessions),
-                                          daemon.publish)
+        book = open_book(a.db, a.site, spool_dir=s.paths.state_dir / "spool")
+        parts.attendance = AttendanceSink(book, roster, parse_sessions(a.sessions), daemon.publish)
         daemon.add_sink(parts.attendance)
     return parts
 
 
-def build_daemon(settings: Settings, gallery: Path | None,
+def build_daemon(settings: Settings, gallery: Path | str | None,
                  source_options: dict[str, Any] | None = None) -> tuple[Daemon, Attached]:
     """A daemon with every profile part its settings ask for."""
     daemon = Daemon(settings, gallery, source_options)

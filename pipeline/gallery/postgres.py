@@ -203,7 +203,9 @@ class PgGallery(Gallery):
             c.execute("UPDATE facestream.gallery_meta SET value = (value::bigint + 1)::text WHERE key = 'version'")
         rev = c.execute("UPDATE facestream.gallery_meta SET value = (value::bigint + 1)::text WHERE key = "
                         "'revision' RETURNING value").fetchone()[0]
-        c.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, rev))
+        ver = c.execute("SELECT value FROM facestream.gallery_meta WHERE key = 'version'").fetchone()[0]
+        c.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, json.dumps({"revision": int(rev),
+                                                                          "version": int(ver)})))
 
     def set_calibration(self, threshold: float | None, margin: float, figures: dict | None, bump: bool = True) -> None:
         with self._write() as c, c.cursor() as cur:
