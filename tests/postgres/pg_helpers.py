@@ -57,3 +57,19 @@ class PgServer:
         self.sql(f'GRANT ALL ON DATABASE "{name}" TO fs_pw')
         self.sql("GRANT ALL ON SCHEMA public TO fs_pw", name)
         return self.url(name)
+
+
+def rows_naming(pg, db: str, name: str, shas: list[str]) -> dict[str, int]:
+    """Rows of every gallery table with a text cell that holds the person's name or one of their photos' hashes
+    (anywhere in it: a cache key is ``sha|context``)."""
+    from pipeline.gallery.postgres import TABLES
+
+    patterns = [f"%{v}%" for v in (name, *shas) if v]
+    out = {}
+    for table in TABLES:
+        cols = [r[0] for r in pg.sql("SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                                     "'facestream' AND table_name = %s AND data_type = 'text'", db, (table,))]
+        where = " OR ".join(f"{c} LIKE ANY(%s)" for c in cols)
+        out[table] = pg.sql(f"SELECT count(*) FROM facestream.{table} WHERE {where}", db,
+                            tuple([patterns] * len(cols)))[0][0]
+    return out
