@@ -104,9 +104,9 @@ def stream_detector(settings: Settings) -> MTCNNDetector:
                          export_dir=settings.cache_dir / "exports")
 
 
-def load_gallery_state(settings: Settings, path: Path | None) -> tuple[GalleryState, str | None]:
-    """The matcher and operating point of the gallery at ``path`` as it is now, and its model id (None without
-    a gallery: every face is unknown)."""
+def load_gallery_state(settings: Settings, path: Path | str | None) -> tuple[GalleryState, str | None]:
+    """The matcher and operating point of the gallery at ``path`` (a file, or a database URL) as it is now, and
+    its model id (None without a gallery: every face is unknown)."""
     from pipeline.gallery import Gallery
     from pipeline.gallery.operating_point import gallery_point
     from pipeline.match import CentroidMatcher, make_matcher

@@ -36,6 +36,7 @@ from pipeline.detect import DetectSchedule, DetectStage
 from pipeline.embed import EmbedStage
 from pipeline.events import EventsStage, FaceAnnotator, FrameObserver, Sink
 from pipeline.gallery.follow import GalleryFollower
+from pipeline.gallery.store import is_url
 from pipeline.match_stage import FaceGate, MatchStage
 from pipeline.sources import SourceSpec, VideoSource, parse_source
 from pipeline.track import TrackStage
@@ -119,6 +120,8 @@ class Daemon:
             # A daemon with live sources runs for days: keep its heap from fragmenting (daemon/memory.py).
             # File-only runs end, and keep glibc's faster dynamic threshold.
             pin_mmap_threshold()
+        if gallery_path is not None and not is_url(gallery_path):
+            gallery_path = Path(gallery_path)
         self.gallery_path = gallery_path
         state, model_id = load_gallery_state(settings, gallery_path)
         self._gallery_fd = hold_gallery(gallery_path) if isinstance(gallery_path, Path) else None

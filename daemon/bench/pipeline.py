@@ -63,7 +63,7 @@ def decode_fps(path: Path) -> tuple[float, int]:
     return n / elapsed, n
 
 
-def pipeline_run(settings: Settings, gallery: Path | None, path: Path) -> dict[str, Any]:
+def pipeline_run(settings: Settings, gallery: Path | str | None, path: Path) -> dict[str, Any]:
     """The daemon on one file: frames/s from its first frame to its last event, start-up apart."""
     settings = settings.model_copy(update={"sources": [str(path)]})
     settings = settings.model_copy(update={"sinks": settings.sinks.model_copy(
@@ -172,3 +172,23 @@ def run_bench(settings: Settings, gallery: Path | None, source: Path, baseline: 
         out["speedup_vs_baseline"] = round(pipe["fps"] / base["fps"], 2) if base["fps"] else None
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
+
+
+def compare_galleries(settings: Settings, gallery: Path | str | None, other: Path | str, source: Path,
+                      rounds: int) -> dict[str, Any]:
+    """The daemon on ``source`` against two galleries (a file and the same gallery in a database), alternating
+    for ``rounds`` rounds in one process: frames/s of each and their ratio. The match stage holds its matcher
+    in memory, so where the gallery is stored must not show in frames/s."""
+    if not source.is_file():
+        raise ValueError(f"video file not found: {source}")
+    runs: dict[str, list[float]] = {"gallery": [], "vs_gallery": []}
+    for _ in range(max(1, rounds)):
+        for key, g in (("gallery", gallery), ("vs_gallery", other)):
+            runs[key].append(pipeline_run(settings, g, source)["fps"])
+    med = {k: float(np.median(v)) for k, v in runs.items()}
+    return {"source": str(source), "gallery": str(gallery), "vs_gallery": str(other), "rounds": rounds,
+            "gallery_fps": [round(v, 2) for v in runs["gallery"]],
+            "vs_gallery_fps": [round(v, 2) for v in runs["vs_gallery"]],
+            "median_gallery_fps": round(med["gallery"], 2), "median_vs_gallery_fps": round(med["vs_gallery"], 2),
+            "ratio_vs_over_gallery": round(med["vs_gallery"] / med["gallery"], 3)}
+

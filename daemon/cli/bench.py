@@ -25,6 +25,13 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from daemon.bench.pipeline import run_bench
 
     settings = settings_from(args)
+    if args.vs_gallery:
+        from daemon.bench.pipeline import compare_galleries
+
+        other = gallery_file(argparse.Namespace(gallery=args.vs_gallery), settings)
+        print_result(compare_galleries(settings, gallery_file(args, settings), other, Path(args.source),
+                                       args.rounds), args.json)
+        return 0
     result = run_bench(settings, gallery_file(args, settings), Path(args.source), args.baseline,
                        args.baseline_frames, args.liveness)
     print_result(result, args.json)
@@ -110,12 +117,15 @@ def add_commands(sub: Any) -> None:
     be.set_defaults(func=cmd_bench_embed)
     bp = bench.add_parser("pipeline", help="daemon frames/s on a file vs decoding alone and the seed-style loop")
     bp.add_argument("--source", required=True, help="video file")
-    bp.add_argument("--gallery", help="gallery file to match against")
+    bp.add_argument("--gallery", help="gallery file (or postgresql:// URL) to match against")
     bp.add_argument("--baseline", action="store_true", help="also time facenet-pytorch's MTCNN on every frame "
                     "plus one embedding per face")
     bp.add_argument("--baseline-frames", type=int, help="time the baseline on the first N frames only")
     bp.add_argument("--liveness", choices=("on", "off"), help="run the door profile (audit in a temporary folder, "
                     "no action) with liveness on or off, and report the liveness cost per face")
+    bp.add_argument("--vs-gallery", help="instead: the daemon against --gallery and this one (a file and a "
+                    "postgresql:// URL), alternating, frames/s of each and their ratio")
+    bp.add_argument("--rounds", type=int, default=3, help="with --vs-gallery: runs against each gallery")
     bp.add_argument("--json", action="store_true")
     bp.set_defaults(func=cmd_bench_pipeline)
     bh = bench.add_parser("http", help="pipeline frames/s on a file with the web page's requests (snapshots, "

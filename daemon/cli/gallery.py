@@ -99,8 +99,13 @@ def cmd_add(args: argparse.Namespace, settings: Settings, out: Callable[[dict, b
         if gallery is None:
             gallery = Gallery.create(path, engine.embedder.model_id, engine.embedder.dim)
     assert gallery is not None
-    result = enrol(engine, gallery, name, [Path(p) for p in args.images], _gates(settings),
-                   settings.gallery.target_far, results)
+    if results is None:  # embedded first: a shared gallery's write lock is held only for the write
+        from pipeline.names import check_new_name
+
+        check_new_name(name, gallery.names())  # a bad name fails before any photo is embedded
+        results = engine.embed_files([Path(p) for p in args.images])
+    with gallery.writing():
+        result = enrol(engine, gallery, name, [], _gates(settings), settings.gallery.target_far, results)
     for row in result.get("shared_photos", []):
         print(f"facestream: warning: {row['path']} is also enrolled for {row['also_enrolled_for']}: one of the two "
               "names is probably wrong", file=sys.stderr)
@@ -113,8 +118,9 @@ def cmd_remove(args: argparse.Namespace, settings: Settings, out: Callable[[dict
     from pipeline.gallery.calibration import recalibrate
 
     gallery = Gallery.open(_gallery_path(args, settings))
-    removed = gallery.remove(args.name)
-    cal = recalibrate(gallery, settings.gallery.target_far)
+    with gallery.writing():
+        removed = gallery.remove(args.name)
+        cal = recalibrate(gallery, settings.gallery.target_far)
     out({"removed": args.name, "templates": removed, "threshold": cal["threshold"], "margin": cal["margin"]},
         args.json)
     return 0
@@ -125,8 +131,9 @@ def cmd_rename(args: argparse.Namespace, settings: Settings, out: Callable[[dict
     from pipeline.gallery.calibration import recalibrate
 
     gallery = Gallery.open(_gallery_path(args, settings))
-    new = gallery.rename(args.old, args.new)
-    recalibrate(gallery, settings.gallery.target_far)
+    with gallery.writing():
+        new = gallery.rename(args.old, args.new)
+        recalibrate(gallery, settings.gallery.target_far)
     out({"renamed": args.old, "to": new}, args.json)
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from daemon.stores.audit import open_audit
@@ -21,8 +22,9 @@ def _clip(text: str, n: int) -> str:
 
 
 class ApiAudit:
-    def __init__(self, path: str | os.PathLike[str], rotate_daily: bool = False) -> None:
-        self.store = open_audit(path, "http.audit_log", rotate_daily)
+    def __init__(self, path: str | os.PathLike[str], spool_dir: Path | None = None, *,
+                 rotate_daily: bool = False) -> None:
+        self.store = open_audit(path, "http.audit_log", spool_dir, rotate_daily=rotate_daily)
 
     @property
     def lines(self) -> int:

@@ -253,8 +253,9 @@ class FaceService:
                 engine = self._still_engine()
                 engine.cache = g.cache()
                 results = engine.embed_encoded(items, self._decode_upload)
-                result = enrol(engine, g, name, [], QualityGates(gs.min_face_px, gs.min_blur, gs.min_prob),
-                               gs.target_far, results, refuse_shared=True)
+                with g.writing():  # the person and the recalibration in one commit (a shared gallery)
+                    result = enrol(engine, g, name, [], QualityGates(gs.min_face_px, gs.min_blur, gs.min_prob),
+                                   gs.target_far, results, refuse_shared=True)
         finally:
             g.close()
         skipped = {Path(s["path"]): s["reason"] for s in result["skipped_files"]}
@@ -275,7 +276,7 @@ class FaceService:
         name = existing_name(name)
         g = self._open()
         try:
-            with self._lock:
+            with self._lock, g.writing():
                 try:
                     removed = g.remove(name)
                 except GalleryError:
@@ -294,7 +295,7 @@ class FaceService:
         old, new = existing_name(old), check_name(new)
         g = self._open()
         try:
-            with self._lock:
+            with self._lock, g.writing():
                 try:
                     new = g.rename(old, new)
                 except GalleryError as exc:

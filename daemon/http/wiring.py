@@ -46,7 +46,8 @@ def attach_http(daemon: Daemon) -> Daemon:
                                    lambda: daemon.face_gate, daemon.reload_gallery, daemon.publish))
     ctx = HttpContext(settings.http, faces, hub, view, metrics, lambda paths: status(daemon, view, hub, paths))
     audit_path = settings.http.audit_log or _default_audit(daemon)
-    audit = ApiAudit(audit_path, settings.retention.audit_days is not None) if audit_path is not None else None
+    audit = (ApiAudit(audit_path, settings.paths.state_dir / "spool",
+                      rotate_daily=settings.retention.audit_days is not None) if audit_path is not None else None)
     app = make_app(ctx, audit)
     metrics.guard = app
     daemon.add_server(HttpServer(app, settings.http.listen, on_stop=[audit.close] if audit else []))

@@ -54,9 +54,10 @@ def attach(daemon: Daemon, liveness: Any = None) -> Attached:
 
         if liveness is not None:  # scores each frame's judged faces before its events: face.recognized carries it
             daemon.add_annotator(liveness)
-        parts.door = DoorController(Path(dc.audit), operating_point, dc.votes_k, dc.votes_n, dc.cooldown_s,
+        parts.door = DoorController(dc.audit, operating_point, dc.votes_k, dc.votes_n, dc.cooldown_s,
                                     list(dc.command) or None, dc.zmq_req, dc.action_timeout_s, daemon.publish,
-                                    rotate_daily=s.retention.audit_days is not None, liveness=liveness)
+                                    rotate_daily=s.retention.audit_days is not None, liveness=liveness,
+                                    spool_dir=s.paths.state_dir / "spool")
         daemon.add_observer(parts.door)
     if s.attendance.db:
         from daemon.config.profiles import parse_sessions, read_roster
@@ -66,8 +67,8 @@ def attach(daemon: Daemon, liveness: Any = None) -> Attached:
         a = s.attendance
         roster = read_roster(a.roster) if a.roster else []
         # Last in the list: its attendance.marked follows the face.recognized it came from in every sink.
-        parts.attendance = AttendanceSink(open_book(a.db, a.site), roster, parse_sessions(a.sessions),
-                                          daemon.publish)
+        book = open_book(a.db, a.site, spool_dir=s.paths.state_dir / "spool")
+        parts.attendance = AttendanceSink(book, roster, parse_sessions(a.sessions), daemon.publish)
         daemon.add_sink(parts.attendance)
     if s.actions:  # last: it sees the door's and the attendance's events too
         from daemon.actions.dispatch import ActionSink
@@ -77,7 +78,7 @@ def attach(daemon: Daemon, liveness: Any = None) -> Attached:
     return parts
 
 
-def build_daemon(settings: Settings, gallery: Path | None,
+def build_daemon(settings: Settings, gallery: Path | str | None,
                  source_options: dict[str, Any] | None = None) -> tuple[Daemon, Attached]:
     """A daemon with every profile part its settings ask for."""
     if settings.retention.any:  # at start, before any log is opened (and so held), then hourly

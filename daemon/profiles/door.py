@@ -32,11 +32,11 @@ log = structlog.get_logger(__name__)
 class DoorController:
     """An events-stage observer: reads each frame's decisions, publishes ``access.granted`` / ``access.denied``."""
 
-    def __init__(self, audit_path: Path, threshold: Callable[[], tuple[float, float]], votes_k: int = 3,
+    def __init__(self, audit_path: Path | str, threshold: Callable[[], tuple[float, float]], votes_k: int = 3,
                  votes_n: int = 5, cooldown_s: float = 10.0, command: list[str] | None = None,
                  zmq_req: str | None = None, action_timeout_s: float = 5.0,
                  publish: Callable[[str, dict[str, Any]], None] | None = None, rotate_daily: bool = False,
-                 liveness: Any = None) -> None:
+                 liveness: Any = None, spool_dir: Path | None = None) -> None:
         if not 1 <= votes_k <= votes_n:
             raise ValueError(f"door votes need 1 <= k <= n, got k={votes_k} n={votes_n}")
         self.k, self.n, self.cooldown_s = votes_k, votes_n, cooldown_s
@@ -44,7 +44,7 @@ class DoorController:
         self.threshold = threshold
         self.publish = publish
         self.liveness = liveness  # TrackLiveness, or None: a grant then needs no live face
-        self._audit = open_audit(audit_path, "door.audit", rotate_daily)
+        self._audit = open_audit(audit_path, "door.audit", spool_dir, rotate_daily=rotate_daily)
         self._votes: dict[tuple[str, int], deque[str | None]] = {}
         self._done: set[tuple[str, int]] = set()  # tracks granted or denied
         self._last_grant: dict[str, float] = {}

@@ -33,8 +33,16 @@ class AttendanceStore(Protocol):
     def close(self) -> None: ...
 
 
-def open_book(location: str | Path, site: str = "site", readonly: bool = False) -> AttendanceStore:
-    """The attendance book at ``location``: a file path (SQLite)."""
+def open_book(location: str | Path, site: str = "site", readonly: bool = False,
+              spool_dir: Path | None = None) -> AttendanceStore:
+    """The attendance book at ``location``: a file path (SQLite), or a ``postgresql://`` URL (the whole site's
+    book; marks spool under ``spool_dir`` while the database is down)."""
+    from pipeline.pg import is_pg_url
+
+    if is_pg_url(location):
+        from daemon.stores.postgres import PgBook
+
+        return PgBook(str(location), site, readonly, spool_dir)
     return SqliteBook(Path(location), site, readonly)
 
 
@@ -42,12 +50,20 @@ APP_ID = 0x46535441  # "FSTA": marks the file as a facestream attendance book
 SCHEMA_VERSION = 1
 
 
-def check_book(path: Path, must_exist: bool = False) -> None:
+def check_book(path: Path | str, must_exist: bool = False) -> None:
     """Refuse, without writing a byte, a file that is not an attendance book: a gallery, another application's
-    database, a file that is not SQLite. A missing or empty file is a new book (unless ``must_exist``)."""
+    database, a file that is not SQLite. A missing or empty file is a new book (unless ``must_exist``). A
+    database URL: reachable, and ours or empty."""
     from pipeline.gallery.sqlite import APP_ID as GALLERY_APP_ID
     from pipeline.gallery.sqlite import SQLITE_MAGIC
+    from pipeline.pg import is_pg_url
 
+    if is_pg_url(path):
+        from daemon.stores.postgres import check_pg_store
+
+        check_pg_store(str(path), "attendance", "attendance.db", must_exist)
+        return
+    path = Path(path)
     if path.is_dir():
         raise ValueError(f"attendance book {path} is a folder, not a file")
     if not path.exists() or path.stat().st_size == 0:

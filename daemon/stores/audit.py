@@ -1,6 +1,6 @@
 """Audit logs: one record per decision (the door's grants and denials, the API's gallery changes), kept as
 evidence. The embedded backend is a JSON-lines file (0600, each line flushed as written, fsynced on close);
-``open_audit`` picks the backend from the location."""
+a site's hosts share one in PostgreSQL (``postgres.py``). ``open_audit`` picks the backend from the location."""
 
 from __future__ import annotations
 
@@ -71,6 +71,27 @@ class JsonlAudit:
                 self._file.close()
 
 
-def open_audit(location: str | Path, what: str = "audit log", rotate_daily: bool = False) -> AuditStore:
-    """The audit log at ``location``: a file path (JSON lines)."""
+def open_audit(location: str | Path, what: str = "audit log", spool_dir: Path | None = None, *,
+               rotate_daily: bool = False) -> AuditStore:
+    """The audit log at ``location``: a file path (JSON lines, one file a day with ``rotate_daily``), or a
+    ``postgresql://`` URL (records spool under ``spool_dir`` while the database is down; retention deletes rows)."""
+    from pipeline.pg import is_pg_url
+
+    if is_pg_url(location):
+        from daemon.stores.postgres import PgAudit
+
+        return PgAudit(str(location), what, spool_dir)
     return JsonlAudit(Path(location).expanduser(), what, rotate_daily)
+
+
+def check_audit(location: str | Path, what: str) -> None:
+    """Refuse, without a write, an audit location that cannot be used (see ``check_output``; a database that
+    is unreachable, another application's or newer)."""
+    from pipeline.pg import is_pg_url
+
+    if is_pg_url(location):
+        from daemon.stores.postgres import check_pg_store
+
+        check_pg_store(str(location), "audit", what)
+    else:
+        check_output(location, what)

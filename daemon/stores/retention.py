@@ -143,17 +143,45 @@ def _expire_analyses(root: Path | None, days: float | None, now: float, dry_run:
     return out
 
 
+def _pg_book(url: str) -> bool:
+    from daemon.stores.postgres import pg_store_exists
+
+    return pg_store_exists(url, "attendance", "attendance.db")
+
+
+def _expire_pg_audit(url: str, what: str, days: float | None, now: float, dry_run: bool) -> list[Removal]:
+    if days is None:
+        return []
+    from daemon.stores.postgres import PgAudit, pg_store_exists
+
+    if not pg_store_exists(url, "audit", what):
+        return []
+    store = PgAudit(url, what, readonly=True)
+    try:
+        n = store.expire(now - days * DAY, dry_run)
+    finally:
+        store.close()
+    return [Removal("audit", f"{url} ({what})", f"{n} record(s) older than {_day(now - days * DAY)}")] if n else []
+
+
 def enforce(settings: Any, now: float | None = None, dry_run: bool = False) -> list[Removal]:
     """Every removal ``settings.retention`` asks for now (done unless ``dry_run``)."""
     from daemon.stores.attendance import open_book
 
     r, now = settings.retention, time.time() if now is None else now
+    from pipeline.pg import is_pg_url
+
     out = _expire_log(settings.sinks.jsonl, "events", r.events_days, now, dry_run)
-    for path in (settings.door.audit, settings.http.audit_log):
-        out += _expire_log(path, "audit", r.audit_days, now, dry_run)
+    for path, what in ((settings.door.audit, "door.audit"), (settings.http.audit_log, "http.audit_log")):
+        if path and is_pg_url(path):
+            out += _expire_pg_audit(str(path), what, r.audit_days, now, dry_run)
+        else:
+            out += _expire_log(path, "audit", r.audit_days, now, dry_run)
     db = settings.attendance.db
-    if r.attendance_days is not None and db is not None and Path(db).expanduser().is_file():
-        book = open_book(Path(db).expanduser(), settings.attendance.site, readonly=dry_run)
+    if r.attendance_days is not None and db is not None and (_pg_book(db) if is_pg_url(db)
+                                                             else Path(db).expanduser().is_file()):
+        pg = is_pg_url(db)  # a PostgreSQL store opened read-only has no spool; its pool still deletes
+        book = open_book(db if pg else Path(db).expanduser(), settings.attendance.site, readonly=pg or dry_run)
         try:
             n = book.expire(now - r.attendance_days * DAY, dry_run)
         finally:

@@ -188,6 +188,11 @@ class PgGallery(Gallery):
         return PgFaceCache(self.conn)
 
     @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._write():
+            yield
+
+    @contextlib.contextmanager
     def _write(self) -> Iterator[Any]:
         """One transaction holding the gallery's write lock; nested calls share it (a savepoint)."""
         with self.conn.transaction():
@@ -203,7 +208,9 @@ class PgGallery(Gallery):
             c.execute("UPDATE facestream.gallery_meta SET value = (value::bigint + 1)::text WHERE key = 'version'")
         rev = c.execute("UPDATE facestream.gallery_meta SET value = (value::bigint + 1)::text WHERE key = "
                         "'revision' RETURNING value").fetchone()[0]
-        c.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, rev))
+        ver = c.execute("SELECT value FROM facestream.gallery_meta WHERE key = 'version'").fetchone()[0]
+        c.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, json.dumps({"revision": int(rev),
+                                                                          "version": int(ver)})))
 
     def set_calibration(self, threshold: float | None, margin: float, figures: dict | None, bump: bool = True) -> None:
         with self._write() as c, c.cursor() as cur:
@@ -218,8 +225,12 @@ class PgGallery(Gallery):
         return [r[0] for r in self.conn.execute("SELECT name FROM facestream.gallery_identities ORDER BY name")]
 
     def identities(self) -> list[Identity]:
+        from psycopg.pq import TransactionStatus
+
+        outer = self.conn.info.transaction_status != TransactionStatus.IDLE  # inside writing(): already one view
         with self.conn.transaction():  # one snapshot: identities and templates read together
-            self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            if not outer:
+                self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             heads = self.conn.execute("SELECT id, name, centroid FROM facestream.gallery_identities ORDER BY name"
                                       ).fetchall()
             rows = self.conn.execute("SELECT identity_id, vec, outlier, path, sha256, prob, face_px, blur FROM "

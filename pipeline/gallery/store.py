@@ -9,6 +9,7 @@ every backend.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from abc import ABC, abstractmethod
@@ -101,6 +102,13 @@ class Gallery(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Several writes (an enrolment and its recalibration) as one transaction where the backend can: in a
+        database one commit, one change for the hosts that follow it, other hosts' writers waiting their turn.
+        A file commits each write on its own (one process writes it)."""
+        yield
 
     # ---- metadata ------------------------------------------------------------------------------
     @abstractmethod

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cli_helpers import one_error_line
-from pg_helpers import PASSWORD
+from pg_helpers import PASSWORD, rows_naming
 
 from models.registry import EMBEDDERS
 from pipeline.gallery import Gallery, GalleryError, Identity
@@ -29,18 +29,6 @@ def person(name: str, rng: np.random.Generator, n: int = 3, shared: str | None =
     return Identity(name, (c / np.linalg.norm(c)).astype(np.float32), v, np.zeros(len(v), bool),
                     [f"/photos/{name}/{i}.jpg" for i in range(len(v))], shas,
                     [{"prob": 0.99, "face_px": 120.0, "blur": 40.0}] * len(v))
-
-
-def rows_naming(pg, db: str, name: str, shas: list[str]) -> dict[str, int]:
-    """Rows of every gallery table that name the person or hold one of their photos' hashes."""
-    out = {}
-    for table in TABLES:
-        cols = [r[0] for r in pg.sql("SELECT column_name FROM information_schema.columns WHERE table_schema = "
-                                     "'facestream' AND table_name = %s AND data_type = 'text'", db, (table,))]
-        where = " OR ".join(f"{c} = ANY(%s)" for c in cols)
-        out[table] = pg.sql(f"SELECT count(*) FROM facestream.{table} WHERE {where}", db,
-                            tuple([[name, *shas]] * len(cols)))[0][0]
-    return out
 
 
 def test_writes_are_one_transaction_each_and_erase_leaves_no_row(pg) -> None:
