@@ -21,6 +21,15 @@ def _facestream(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, **env})
 
 
+def _first_frames(src: Path, frames: int, out: Path) -> Path:
+    """The clip's first ``frames`` frames (the refusals need no more; decoding the rest cost 10-15 s a test)."""
+    cut = subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-frames:v", str(frames), "-an",
+                          "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(out)],
+                         capture_output=True, text=True)
+    assert cut.returncode == 0, cut.stderr
+    return out
+
+
 def test_miranda_enrolled_from_her_close_up_is_recognised_in_the_full_clip(tmp_path, data_dir) -> None:
     clip = tmp_path / "miranda.mp4"  # the close-up, frames 82-210, cut with ffmpeg
     cut = subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(data_dir / HAMILTON), "-vf",
@@ -41,17 +50,31 @@ def test_miranda_enrolled_from_her_close_up_is_recognised_in_the_full_clip(tmp_p
     assert any(82 <= e["frame"] <= 210 for e in named), named
 
 
-def test_a_clip_of_a_crowd_is_refused_with_its_reason(tmp_path, data_dir) -> None:
+def _in_process(monkeypatch, capsys, tmp_path: Path, *args: str) -> tuple[int, str]:
+    """A refusal runs in this process: a fresh interpreter costs ~6 s of imports and model loading."""
+    from daemon.cli import main
+
+    monkeypatch.setenv("FACESTREAM_EMBEDDER__RUNTIME", "torch")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    capsys.readouterr()
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
+def test_a_clip_of_a_crowd_is_refused_with_its_reason(tmp_path, data_dir, one_torch_thread, monkeypatch,
+                                                      capsys) -> None:
     gallery = tmp_path / "crowd.db"
-    out = _facestream(tmp_path, "gallery", "add", "--gallery", str(gallery), "--name", "someone", "--video",
-                      str(data_dir / "videos" / "multi_face" / "facenet_pytorch_crowd.mp4"))
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "people" in lines[0] and "one person" in lines[0], out.stderr
+    crowd = _first_frames(data_dir / "videos" / "multi_face" / "facenet_pytorch_crowd.mp4", 25, tmp_path / "crowd.mp4")
+    code, err = _in_process(monkeypatch, capsys, tmp_path, "gallery", "add", "--gallery", str(gallery), "--name",
+                            "someone", "--video", str(crowd))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "people" in lines[0] and "one person" in lines[0], err
     assert not gallery.exists()  # nothing written
 
 
-def test_a_clip_without_faces_is_refused(tmp_path, data_dir) -> None:
-    out = _facestream(tmp_path, "gallery", "add", "--gallery", str(tmp_path / "g.db"), "--name", "rex",
-                      "--video", str(data_dir / "videos" / "no_faces" / "dog.mp4"))
-    assert out.returncode == 2 and "no face" in out.stderr, out.stderr
+def test_a_clip_without_faces_is_refused(tmp_path, data_dir, one_torch_thread, monkeypatch, capsys) -> None:
+    dog = _first_frames(data_dir / "videos" / "no_faces" / "dog.mp4", 60, tmp_path / "dog.mp4")
+    code, err = _in_process(monkeypatch, capsys, tmp_path, "gallery", "add", "--gallery", str(tmp_path / "g.db"),
+                            "--name", "rex", "--video", str(dog))
+    assert code == 2 and "no face" in err, err

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 IDENTITIES = 60  # gallery identities: 5 photos each, enough trials for leave-identity-out calibration
-PROBES_PER_IDENTITY = 3
-STRANGERS = 350  # one photo each of LFW people outside the identification split
+PROBES_PER_IDENTITY = 2
+STRANGERS = 250  # one photo each of LFW people outside the identification split (1,500 in the benchmark)
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +62,9 @@ def test_uncalibrated_by_hand_gallery_rejects_strangers(lfw_open_set, one_torch_
     res = json.loads(captured.out)
     assert "matching at threshold" in captured.err  # says which operating point it uses and why
     assert res["unknown_probes"] == STRANGERS
-    assert res["far"] <= 0.003, res  # at most 1 of 350 strangers named
+    assert round(res["far"] * STRANGERS) <= 1, res  # at most one stranger named
     assert res["tar"] >= 0.80, res
-    # 3 x 60 known probes as strangers against the other identities + 350 strangers: 1e-2 is resolved,
+    # 2 x 60 known probes as strangers against the other identities + 250 strangers: 1e-2 is resolved,
     # 1e-3 needs 1,000 impostor trials and is reported as not measurable.
     assert res["impostor_trials"] == res["known_probes"] + STRANGERS
     assert res["tar_at_far_0.01"] is not None and res["tar_at_far_0.001"] is None
