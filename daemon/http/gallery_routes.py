@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -12,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from daemon.http.body import uploaded_photos
 from daemon.http.context import HttpContext
 from daemon.http.errors import PHOTO_BODY, ApiError, sees_paths
+from daemon.http.faces import FaceService
 
 
 class Rename(BaseModel):
@@ -32,6 +34,18 @@ def router(ctx: HttpContext) -> APIRouter:
         if len(photos) != 1:
             raise ApiError(422, f"send exactly one photo, got {len(photos)}")
         return await run_in_threadpool(faces.recognize, photos[0][1], liveness)
+
+    @r.post("/v1/verify", summary="1:1 verification: two photos (the same person?) or one photo and "
+            "?identity=NAME (is it them?), scored against the gallery's calibrated threshold.",
+            openapi_extra=PHOTO_BODY)
+    async def verify(request: Request, identity: str | None = None) -> dict[str, Any]:
+        photos = await uploaded_photos(request, http)
+        want = 1 if identity is not None else 2
+        if len(photos) != want:
+            raise ApiError(422, f"send {'one photo and ?identity=NAME' if want == 1 else 'two photos'} "
+                           f"(or {'two photos without ?identity' if want == 1 else 'one photo and ?identity=NAME'}), "
+                           f"got {len(photos)} photo(s)")
+        return await run_in_threadpool(verify_faces, faces, [data for _, data in photos], identity)
 
     @r.get("/v1/identities", summary="The people in the gallery, with their template counts.")
     async def identities(request: Request) -> dict[str, Any]:
@@ -61,3 +75,22 @@ def router(ctx: HttpContext) -> APIRouter:
         return result
 
     return r
+
+
+def verify_faces(faces: FaceService, photos: list[bytes], identity: str | None) -> dict[str, Any]:
+    """The score of the first photo's subject face against the second's, or against ``identity``'s centroid,
+    and the decision at the threshold the daemon names people at (its calibration)."""
+    first, info = faces.embed_face(photos[0], "photo 1")
+    if identity is not None:
+        other = faces.centroid(identity)
+        infos = [info]
+    else:
+        other, info2 = faces.embed_face(photos[1], "photo 2")
+        infos = [info, info2]
+    state = faces.daemon.gallery_state()
+    score = float(np.dot(first, other))
+    same = score >= state.threshold
+    decision = ("match" if same else "no match") if identity is not None else ("same" if same else "different")
+    return {"score": round(score, 4), "threshold": round(state.threshold, 4), "same": same, "decision": decision,
+            "identity": identity, "faces": [{"box": i.get("box"), "face_px": i.get("face_px")} for i in infos],
+            "model": faces.daemon.embedder.model_id, "gallery_version": state.version}
