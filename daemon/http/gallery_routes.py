@@ -80,10 +80,10 @@ def router(ctx: HttpContext) -> APIRouter:
 def verify_faces(faces: FaceService, photos: list[bytes], identity: str | None) -> dict[str, Any]:
     """The score of the first photo's subject face against the second's, or against ``identity``'s centroid,
     and the decision at the threshold the daemon names people at (its calibration)."""
+    centroid = faces.centroid(identity) if identity is not None else None  # a 404 before any photo work
     first, info = faces.embed_face(photos[0], "photo 1")
-    if identity is not None:
-        other = faces.centroid(identity)
-        infos = [info]
+    if centroid is not None:
+        other, infos = centroid, [info]
     else:
         other, info2 = faces.embed_face(photos[1], "photo 2")
         infos = [info, info2]
