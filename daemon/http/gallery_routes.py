@@ -64,8 +64,18 @@ def router(ctx: HttpContext) -> APIRouter:
     @r.delete("/v1/identities/{name}", summary="Erase a person: identity, templates and cached embeddings of "
               "their photos (as 'gallery remove').")
     async def erase(name: str, request: Request) -> dict[str, Any]:
-        result = await run_in_threadpool(faces.erase, name)
-        request.state.audit = {"templates": result["templates"], "gallery_version": result["gallery_version"]}
+        def work() -> dict[str, Any]:
+            centroid = faces.centroid(name) if ctx.unknowns is not None else None
+            result = faces.erase(name)
+            if centroid is not None:  # their faces kept while they were a stranger go too
+                gone = ctx.unknowns.matching(centroid, faces.daemon.gallery_state().threshold)
+                result["visitors_erased"] = sum(ctx.unknowns.delete(v) for v in gone)
+            return result
+
+        result = await run_in_threadpool(work)
+        request.state.audit = {"templates": result["templates"], "gallery_version": result["gallery_version"],
+                               **({"visitors_erased": result["visitors_erased"]} if "visitors_erased" in result
+                                  else {})}
         return result
 
     @r.patch("/v1/identities/{name}", summary="Rename a person.")

@@ -66,6 +66,9 @@ class UnknownStore(Protocol):
     def delete(self, visitor_id: str) -> bool:
         """Erase a visitor, every appearance and face of theirs overwritten; False when there was none."""
 
+    def matching(self, vec: np.ndarray, threshold: float) -> list[str]:
+        """The visitors whose centroid is within ``threshold`` of ``vec`` (an erased person's faces)."""
+
     def expire(self, before: float) -> int:
         """Erase appearances last seen before the epoch ``before`` (and visitors left with none); how many."""
 
@@ -216,6 +219,11 @@ class SqliteUnknowns:
                 gone = self._db.execute("DELETE FROM visitors WHERE id = ?", (visitor_id,)).rowcount
             self._sums.pop(visitor_id, None)
         return bool(gone)
+
+    def matching(self, vec: np.ndarray, threshold: float) -> list[str]:
+        vec = _unit(np.asarray(vec, np.float32))
+        with self._lock:
+            return [i for i, total in self._sums.items() if float(_unit(total) @ vec) >= threshold]
 
     def expire(self, before: float) -> int:
         with self._lock:

@@ -181,6 +181,11 @@ def test_erasing_a_visitor_leaves_no_face_bytes_in_any_file(looped) -> None:
         for vec in vecs:
             assert vec[:64] not in raw, p.name
     assert CAMS[1] not in looped.visitors()
+    # Erasing a person erases the visitors their faces were kept as (a track judged before the enrolment's swap).
+    before = [v["id"] for v in looped.request("GET", "/v1/unknowns").json()["visitors"]]
+    gone = looped.request("DELETE", "/v1/identities/person_a")
+    assert gone.status_code == 200 and gone.json()["visitors_erased"] == len(before), gone.text
+    assert not {v["id"] for v in looped.request("GET", "/v1/unknowns").json()["visitors"]} & set(before)
 
 
 def _photo(data_dir: Path, name: str) -> tuple[str, bytes]:
