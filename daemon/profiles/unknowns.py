@@ -2,9 +2,10 @@
 
 Two moments, one visitor. ``face.unknown`` is published when the track is confirmed unknown, often seconds
 before it ends; the event carries ``visitor`` (the id), so the track is assigned then, on the quality-
-weighted mean of its judgeable faces so far, with its best face so far. When the track ends, that same
-appearance is given the whole track's mean and best face; its visitor is not changed (the id an event
-carried stays true). A track later named (the gallery changed under it) keeps its appearance until it
+weighted mean of its judgeable faces so far, with its best face so far (``visitor_appearances``: how
+often that visitor has been seen, this time included, so 2 or more is a stranger who came back). When the
+track ends, that same appearance is given the whole track's mean and best face; its visitor is not changed
+(the id an event carried stays true). A track later named (the gallery changed under it) keeps its appearance until it
 expires or the visitor is erased or enrolled.
 
 This part is both an annotator (it runs before a frame's events go out, so ``face.unknown`` can carry the
@@ -39,6 +40,7 @@ class _Track:
     best_crop: np.ndarray | None = None
     visitor: str | None = None
     appearance: int | None = None
+    appearances: int = 0  # the visitor's, this one included
     first_seen: float = 0.0
 
     def mean(self) -> np.ndarray | None:
@@ -130,7 +132,7 @@ class UnknownVisitors:
         if t is None or vec is None or t.visitor is not None:
             return
         try:
-            t.visitor, t.appearance = self.store.assign(vec, self.threshold(), key[0], t.first_seen,
+            t.visitor, t.appearance, t.appearances = self.store.assign(vec, self.threshold(), key[0], t.first_seen,
                                                         t.best_quality, jpeg(t.best_crop))
         except Exception as exc:  # a full disk or a locked file loses a visitor, never a frame
             log.error("unknowns_store_failed", error=str(exc)[:300])
@@ -147,7 +149,9 @@ class UnknownVisitors:
 
     def fields(self, source_id: str, track_id: int) -> dict[str, Any]:
         t = self._tracks.get((source_id, track_id))
-        return {"visitor": t.visitor} if t is not None and t.visitor is not None else {}
+        if t is None or t.visitor is None:
+            return {}
+        return {"visitor": t.visitor, "visitor_appearances": t.appearances}
 
     # ---- after them ------------------------------------------------------------------------------------
     def observe(self, msg: MatchedFrame, claims: dict[int, str | None]) -> None:

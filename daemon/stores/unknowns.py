@@ -48,9 +48,9 @@ class UnknownStore(Protocol):
     """What the live part and the HTTP API need of a visitors store."""
 
     def assign(self, vec: np.ndarray, threshold: float, source: str, seen: float, quality: float,
-               jpeg: bytes | None) -> tuple[str, int]:
+               jpeg: bytes | None) -> tuple[str, int, int]:
         """Record an appearance with the nearest visitor at or above ``threshold`` (else a new one):
-        (visitor id, appearance id)."""
+        (visitor id, appearance id, the visitor's appearances with this one)."""
 
     def update(self, appearance: int, vec: np.ndarray, last_seen: float, quality: float, jpeg: bytes | None) -> None:
         """The appearance's final embedding and best face (its track ended); its visitor is unchanged."""
@@ -145,7 +145,7 @@ class SqliteUnknowns:
         return ids[k], float(sims[k])
 
     def assign(self, vec: np.ndarray, threshold: float, source: str, seen: float, quality: float,
-               jpeg: bytes | None) -> tuple[str, int]:
+               jpeg: bytes | None) -> tuple[str, int, int]:
         vec = _unit(np.asarray(vec, np.float32))
         with self._lock:
             visitor, sim = self._nearest(vec)
@@ -157,8 +157,9 @@ class SqliteUnknowns:
                                        "quality, jpeg) VALUES (?, ?, ?, ?, ?, ?, ?)",
                                        (visitor, source, seen, seen, _blob(vec), quality, jpeg))
                 self._keep_best(visitor)
+                count = self._db.execute("SELECT COUNT(*) FROM appearances WHERE visitor = ?", (visitor,)).fetchone()
             self._sums[visitor] = self._sums.get(visitor, 0) + vec
-            return visitor, int(cur.lastrowid or 0)
+            return visitor, int(cur.lastrowid or 0), int(count[0])
 
     def update(self, appearance: int, vec: np.ndarray, last_seen: float, quality: float, jpeg: bytes | None) -> None:
         vec = _unit(np.asarray(vec, np.float32))

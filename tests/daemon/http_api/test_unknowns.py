@@ -94,6 +94,9 @@ def test_two_cameras_give_two_visitors_with_their_counts(looped) -> None:
     ids = {cam: v["id"] for cam, v in seen.items()}
     unknown = [e for e in looped.read_events() if e["topic"] == "face.unknown"]
     assert unknown and all(e["visitor"] == ids[e["source"]] for e in unknown)
+    for cam in CAMS:  # the first time a stranger, then one who came back
+        seen_count = [e["visitor_appearances"] for e in unknown if e["source"] == cam]
+        assert seen_count[:2] == [1, 2], seen_count
     ended = [e for e in looped.read_events() if e["topic"] == "track.ended" and e["decision"] == "unknown"]
     for cam, v in seen.items():  # every ended appearance counted (a running one may be counted already)
         assert v["count"] >= sum(e["source"] == cam for e in ended)

@@ -26,9 +26,11 @@ def test_grouping_best_faces_expiry_and_erasure_leave_no_bytes(tmp_path) -> None
     old = time.time() - 10 * 86400
     faces = [bytes([i]) * 3000 + b"face-of-a-%d" % i for i in range(3)]
     first = store.assign(_near(a, rng, 0.01), 0.9, "cam1", old, 0.5, faces[0])
-    ids = {store.assign(_near(a, rng, 0.01), 0.9, src, time.time(), q, f)[0]
-           for src, q, f in (("cam2", 0.9, faces[1]), ("cam1", 0.7, faces[2]))}
-    other, _ = store.assign(_near(b, rng, 0.01), 0.9, "cam1", time.time(), 0.8, b"b" * 3000)
+    again = [store.assign(_near(a, rng, 0.01), 0.9, src, time.time(), q, f)
+             for src, q, f in (("cam2", 0.9, faces[1]), ("cam1", 0.7, faces[2]))]
+    ids = {x[0] for x in again}
+    assert first[2] == 1 and [x[2] for x in again] == [2, 3]  # appearances of the visitor so far
+    other, _, _ = store.assign(_near(b, rng, 0.01), 0.9, "cam1", time.time(), 0.8, b"b" * 3000)
     assert ids == {first[0]} and other != first[0]
     v = store.visitor(first[0])
     assert v is not None and (v["count"], v["cameras"]) == (3, ["cam1", "cam2"]) and len(v["faces"]) == 2
