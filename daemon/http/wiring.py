@@ -52,7 +52,11 @@ def attach_http(daemon: Daemon, unknowns: Any = None) -> Daemon:
                       rotate_daily=settings.retention.audit_days is not None) if audit_path is not None else None)
     app = make_app(ctx, audit)
     metrics.guard = app
-    daemon.add_server(HttpServer(app, settings.http.listen, on_stop=[audit.close] if audit else []))
+    on_stop = [audit.close] if audit else []
+    if unknowns is not None:  # observers close before the server stops: the API may still read the visitors
+        unknowns.owns_store = False
+        on_stop.append(unknowns.store.close)
+    daemon.add_server(HttpServer(app, settings.http.listen, on_stop=on_stop))
     return daemon
 
 

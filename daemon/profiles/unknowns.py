@@ -84,6 +84,7 @@ class UnknownVisitors:
         self._named: set[tuple[str, int]] = set()
         self._ended: list[tuple[str, int]] = []
         self._last_expiry = 0.0
+        self.owns_store = True  # False once the HTTP API serves it: the server closes it after its last request
         self.expire()
 
     def expire(self) -> int:
@@ -166,7 +167,8 @@ class UnknownVisitors:
         self._named = {k for k in self._named if k[0] != source_id}
 
     def close(self) -> None:
-        self.store.close()
+        if self.owns_store:
+            self.store.close()
 
 
 def attach_unknowns(daemon: Any, create: bool = True) -> UnknownVisitors | None:
