@@ -40,9 +40,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: Any) -> int:
         raise ValueError(f"gallery file {gallery} does not exist")
     options = {"live": True, "realtime": True, "loop": True} if args.loop else (
         {"realtime": True} if args.realtime else None)
-    daemon, _ = build_daemon(settings, gallery, options)
-    from daemon.profiles.unknowns import attach_unknowns
+    from daemon.profiles.unknowns import attach_unknowns, unknowns_location
 
+    unknowns_location(settings, gallery)  # a bad [unknowns] stops here, before any file is opened
+    daemon, _ = build_daemon(settings, gallery, options)
     unknowns = attach_unknowns(daemon)
     if settings.http.listen:
         from daemon.http.wiring import attach_http

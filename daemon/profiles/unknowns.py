@@ -171,19 +171,28 @@ class UnknownVisitors:
             self.store.close()
 
 
+def unknowns_location(settings: Any, gallery: Path | str | None) -> Path | None:
+    """Where the visitors are kept for this run, None when they are not; a ValueError of one line when
+    ``[unknowns]`` asks for what this gallery cannot have (checked before the daemon opens any file)."""
+    from pipeline.gallery.store import is_url
+
+    u = settings.unknowns
+    if gallery is None:
+        if u.enabled:
+            raise ValueError("unknowns.enabled: unknown visitors need a gallery (--gallery FILE)")
+        return None
+    if not u.active(is_url(gallery)):
+        return None
+    return Path(u.path) if u.path is not None else default_location(Path(gallery))
+
+
 def attach_unknowns(daemon: Any, create: bool = True) -> UnknownVisitors | None:
     """Give ``daemon`` (``facestream run``) its unknown visitors when ``[unknowns]`` and the gallery allow;
     ``create``: a new store may be made (``serve``, which sees no track, only opens one that exists)."""
-    from pipeline.gallery.store import is_url
-
-    s, gallery = daemon.settings, daemon.gallery_path
-    if gallery is None:
-        if s.unknowns.enabled:
-            raise ValueError("unknowns.enabled: unknown visitors need a gallery (--gallery FILE)")
+    s = daemon.settings
+    path = unknowns_location(s, daemon.gallery_path)
+    if path is None:
         return None
-    if not s.unknowns.active(is_url(gallery)):
-        return None
-    path = Path(s.unknowns.path) if s.unknowns.path is not None else default_location(Path(gallery))
     if not create and not path.exists():
         return None
     store = open_unknowns(path, s.unknowns.max_faces)

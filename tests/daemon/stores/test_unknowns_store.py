@@ -77,3 +77,16 @@ def test_settings_default_on_beside_a_file_off_for_a_database_and_checked() -> N
         load_settings(None, unknowns={"size": 3})
     s = load_settings(None, unknowns={"path": "visitors.db"}, paths={"state_dir": "/srv/fs"})
     assert str(s.unknowns.path) == "/srv/fs/visitors.db"
+
+
+@pytest.mark.parametrize("gallery, message", [
+    (["--gallery", "postgresql://127.0.0.1:9/site"], "set unknowns.path to a file, or unknowns.enabled = false"),
+    ([], "unknown visitors need a gallery"),
+])
+def test_run_refuses_unknowns_it_cannot_keep_in_one_line_before_any_file(tmp_path, cli, gallery, message) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[unknowns]\nenabled = true\n")
+    rc, out, err = cli("run", "--config", config, *gallery, "--source", tmp_path / "none.mp4", "--zmq", "",
+                       "--events-jsonl", tmp_path / "e.jsonl")
+    assert rc == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
