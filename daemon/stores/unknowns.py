@@ -137,9 +137,9 @@ class SqliteUnknowns:
 
     # ---- writes (the events thread) -------------------------------------------------------------------
     def _nearest(self, vec: np.ndarray) -> tuple[str | None, float]:
-        if not self._sums:
+        ids = [i for i, total in self._sums.items() if total.shape == vec.shape]  # a rebuilt gallery's other model
+        if not ids:
             return None, -1.0
-        ids = list(self._sums)
         sims = np.stack([_unit(self._sums[i]) for i in ids]) @ vec
         k = int(np.argmax(sims))
         return ids[k], float(sims[k])
@@ -224,7 +224,8 @@ class SqliteUnknowns:
     def matching(self, vec: np.ndarray, threshold: float) -> list[str]:
         vec = _unit(np.asarray(vec, np.float32))
         with self._lock:
-            return [i for i, total in self._sums.items() if float(_unit(total) @ vec) >= threshold]
+            return [i for i, total in self._sums.items()
+                    if total.shape == vec.shape and float(_unit(total) @ vec) >= threshold]
 
     def expire(self, before: float) -> int:
         with self._lock:
