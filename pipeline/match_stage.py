@@ -124,4 +124,4 @@ class MatchStage(Stage):
             ended.append(EndedTrackSummary(t, fv.claimed, fv.best_score if fv.claimed else 0.0, decision, reason,
                                            fv.newly_claimed, newly_unknown, fv.detection,
                                            r.score if r else 0.0, r.margin if r else 0.0, fv.faces))
-        self.emit(MatchedFrame(msg.tracked, tuple(decisions), tuple(ended)))
+        self.emit(MatchedFrame(msg.tracked, tuple(decisions), tuple(ended), msg.embeddings))

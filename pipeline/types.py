@@ -158,6 +158,7 @@ class MatchedFrame:
     tracked: TrackedFrame
     decisions: tuple[TrackDecision, ...]
     ended: tuple[EndedTrackSummary, ...]
+    embeddings: tuple[FaceEmbedding, ...] = ()  # the frame's embedded faces (unknown visitors keep the best)
 
 
 @dataclass(frozen=True)

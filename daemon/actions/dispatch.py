@@ -42,6 +42,10 @@ class _Action:
             return False
         if c.identities and body.get("identity") not in c.identities:
             return False
+        if c.visitors and body.get("visitor") not in c.visitors:
+            return False
+        if c.min_appearances is not None and int(body.get("visitor_appearances") or 0) < c.min_appearances:
+            return False
         score = body.get("score")
         if c.min_score is not None and (not isinstance(score, int | float) or score < c.min_score):
             return False

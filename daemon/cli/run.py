@@ -40,11 +40,15 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: Any) -> int:
         raise ValueError(f"gallery file {gallery} does not exist")
     options = {"live": True, "realtime": True, "loop": True} if args.loop else (
         {"realtime": True} if args.realtime else None)
+    from daemon.profiles.unknowns import attach_unknowns, unknowns_location
+
+    unknowns_location(settings, gallery)  # a bad [unknowns] stops here, before any file is opened
     daemon, _ = build_daemon(settings, gallery, options)
+    unknowns = attach_unknowns(daemon)
     if settings.http.listen:
         from daemon.http.wiring import attach_http
 
-        attach_http(daemon)
+        attach_http(daemon, unknowns)
     return daemon.run()
 
 
@@ -66,9 +70,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: Any) -> int:
         e = settings.embedder
         Gallery.create(gallery, model_id_for(e.model, e.flip), get_spec(e.model).dim).close()
     from daemon.http.wiring import attach_http
+    from daemon.profiles.unknowns import attach_unknowns
 
     daemon, _ = build_daemon(settings.model_copy(update={"sources": []}), gallery)
-    return attach_http(daemon).run()
+    return attach_http(daemon, attach_unknowns(daemon, create=False)).run()
 
 
 def cmd_events(args: argparse.Namespace, settings: Settings, out: Any) -> int:

@@ -38,6 +38,10 @@ class ActionConfig(BaseModel):
     sources: list[str] = Field(default_factory=list, description="Only events of these sources (empty: any).")
     identities: list[str] = Field(default_factory=list, description="Only events naming one of these people "
                                   "(a watch list; empty: any, unknown faces included).")
+    visitors: list[str] = Field(default_factory=list, description="Only face.unknown events of these unknown "
+                                "visitors (their ids, /v1/unknowns; empty: any).")
+    min_appearances: int | None = Field(None, ge=1, description="Only face.unknown events of a visitor seen at "
+                                        "least this many times, this one included (2: a stranger who came back).")
     min_score: float | None = Field(None, ge=-1, le=1, description="Only events whose score is at least this.")
     times: list[str] = Field(default_factory=list, description="Only within these local time windows, as "
                              "'HH:MM-HH:MM' (may run past midnight: '22:00-06:00'; empty: always).")

@@ -30,6 +30,7 @@ from daemon.config.pipeline import PipelineConfig
 from daemon.config.profiles import AttendanceConfig, DoorConfig
 from daemon.config.retention import RetentionConfig
 from daemon.config.sinks import SinksConfig
+from daemon.config.unknowns import UnknownsConfig
 from models.paths import default_cache_dir
 
 
@@ -52,6 +53,8 @@ class Settings(BaseSettings):
     http: HttpConfig = Field(default_factory=HttpConfig, description="HTTP API, web page and Prometheus metrics.")
     retention: RetentionConfig = Field(default_factory=RetentionConfig, description="How long records that "
                                        "name people are kept.")
+    unknowns: UnknownsConfig = Field(default_factory=UnknownsConfig, description="Unknown visitors: faces of "
+                                     "tracks that ended unknown, grouped, expiring.")
     paths: PathsConfig = Field(default_factory=PathsConfig, description="Where state files live.")
     sources: list[str] = Field(default_factory=list, description="Sources: file paths, camera indexes, rtsp:// "
                                "or http(s):// URLs.")
@@ -80,6 +83,7 @@ class Settings(BaseSettings):
         self.attendance = self.attendance.model_copy(update={"db": r(self.attendance.db)})
         self.http = self.http.model_copy(update={"audit_log": r(self.http.audit_log)})
         self.mqtt = self.mqtt.model_copy(update={"spool": r(self.mqtt.spool)})
+        self.unknowns = self.unknowns.model_copy(update={"path": r(self.unknowns.path)})
         return self
 
 

@@ -22,3 +22,4 @@ class HttpContext:
     view: LiveView
     metrics: DaemonMetrics
     status: Callable[[bool], dict[str, Any]]  # GET /v1/status; the flag: the caller may see server paths
+    unknowns: Any = None  # the unknown visitors' store (daemon/stores/unknowns.py), None when not kept

@@ -198,6 +198,51 @@ class FaceService:
                 "threshold": round(threshold, 4), "margin_required": round(margin, 4), "gallery_version": version,
                 "model": self.daemon.embedder.model_id}
 
+    def embed_face(self, data: bytes, what: str = "photo") -> tuple[np.ndarray, dict[str, Any]]:
+        """The unit embedding of an upload's subject face, as ``gallery add`` would choose and gate it (1:1
+        verification); ApiError 422 naming ``what`` when there is none or it fails a quality gate."""
+        from pipeline.gallery.cache import EmbeddingCache
+        from pipeline.gallery.enrol import QualityGates
+
+        gs = self.daemon.settings.gallery
+        with self._decoding.take(self.daemon.settings.http.max_upload_pixels), self._lock:
+            engine = self._still_engine()
+            engine.cache = EmbeddingCache(None)  # nothing of a verification is kept
+            r = engine.embed_encoded([(Path("upload:photo"), hashlib.sha256(data).hexdigest(), data)],
+                                     self._decode_upload)[0]
+        why = r.reason if r.vec is None else QualityGates(gs.min_face_px, gs.min_blur, gs.min_prob).check(r.info)
+        if r.vec is None or why:
+            raise ApiError(422, f"{what}: {why}")
+        return np.asarray(r.vec, np.float32), r.info
+
+    def centroid(self, name: str) -> np.ndarray:
+        """An enrolled person's centroid; ApiError 404 when there is nobody of that name."""
+        name = existing_name(name)
+        g = self._open()
+        try:
+            person = next((p for p in g.identities() if p.name == name), None)
+        finally:
+            g.close()
+        if person is None:
+            raise ApiError(404, f"no identity named {names.clip(name)!r} in the gallery")
+        return np.asarray(person.centroid, np.float32)
+
+    def check_new_person(self, name: str) -> str:
+        """``name`` for a new person: 422 when it breaks the name rule, 409 when the gallery has it (or one too
+        like it) already."""
+        name = check_name(name)
+        g = self._open()
+        try:
+            existing = g.names()
+        finally:
+            g.close()
+        if name in existing:
+            raise ApiError(409, f"an identity named {names.clip(name)!r} already exists")
+        try:
+            return names.check_new_name(name, existing)
+        except names.BadName as exc:
+            raise ApiError(409, str(exc)) from None
+
     # ---- gallery -------------------------------------------------------------------------------------
     def _open(self) -> Gallery:
         if self.gallery_path is None:

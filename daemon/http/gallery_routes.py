@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -12,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from daemon.http.body import uploaded_photos
 from daemon.http.context import HttpContext
 from daemon.http.errors import PHOTO_BODY, ApiError, sees_paths
+from daemon.http.faces import FaceService
 
 
 class Rename(BaseModel):
@@ -33,6 +35,18 @@ def router(ctx: HttpContext) -> APIRouter:
             raise ApiError(422, f"send exactly one photo, got {len(photos)}")
         return await run_in_threadpool(faces.recognize, photos[0][1], liveness)
 
+    @r.post("/v1/verify", summary="1:1 verification: two photos (the same person?) or one photo and "
+            "?identity=NAME (is it them?), scored against the gallery's calibrated threshold.",
+            openapi_extra=PHOTO_BODY)
+    async def verify(request: Request, identity: str | None = None) -> dict[str, Any]:
+        photos = await uploaded_photos(request, http)
+        want = 1 if identity is not None else 2
+        if len(photos) != want:
+            raise ApiError(422, f"send {'one photo and ?identity=NAME' if want == 1 else 'two photos'} "
+                           f"(or {'two photos without ?identity' if want == 1 else 'one photo and ?identity=NAME'}), "
+                           f"got {len(photos)} photo(s)")
+        return await run_in_threadpool(verify_faces, faces, [data for _, data in photos], identity)
+
     @r.get("/v1/identities", summary="The people in the gallery, with their template counts.")
     async def identities(request: Request) -> dict[str, Any]:
         return await run_in_threadpool(faces.identities, sees_paths(request))
@@ -50,8 +64,18 @@ def router(ctx: HttpContext) -> APIRouter:
     @r.delete("/v1/identities/{name}", summary="Erase a person: identity, templates and cached embeddings of "
               "their photos (as 'gallery remove').")
     async def erase(name: str, request: Request) -> dict[str, Any]:
-        result = await run_in_threadpool(faces.erase, name)
-        request.state.audit = {"templates": result["templates"], "gallery_version": result["gallery_version"]}
+        def work() -> dict[str, Any]:
+            centroid = faces.centroid(name) if ctx.unknowns is not None else None
+            result = faces.erase(name)
+            if centroid is not None:  # their faces kept while they were a stranger go too
+                gone = ctx.unknowns.matching(centroid, faces.daemon.gallery_state().threshold)
+                result["visitors_erased"] = sum(ctx.unknowns.delete(v) for v in gone)
+            return result
+
+        result = await run_in_threadpool(work)
+        request.state.audit = {"templates": result["templates"], "gallery_version": result["gallery_version"],
+                               **({"visitors_erased": result["visitors_erased"]} if "visitors_erased" in result
+                                  else {})}
         return result
 
     @r.patch("/v1/identities/{name}", summary="Rename a person.")
@@ -61,3 +85,22 @@ def router(ctx: HttpContext) -> APIRouter:
         return result
 
     return r
+
+
+def verify_faces(faces: FaceService, photos: list[bytes], identity: str | None) -> dict[str, Any]:
+    """The score of the first photo's subject face against the second's, or against ``identity``'s centroid,
+    and the decision at the threshold the daemon names people at (its calibration)."""
+    centroid = faces.centroid(identity) if identity is not None else None  # a 404 before any photo work
+    first, info = faces.embed_face(photos[0], "photo 1")
+    if centroid is not None:
+        other, infos = centroid, [info]
+    else:
+        other, info2 = faces.embed_face(photos[1], "photo 2")
+        infos = [info, info2]
+    state = faces.daemon.gallery_state()
+    score = float(np.dot(first, other))
+    same = score >= state.threshold
+    decision = ("match" if same else "no match") if identity is not None else ("same" if same else "different")
+    return {"score": round(score, 4), "threshold": round(state.threshold, 4), "same": same, "decision": decision,
+            "identity": identity, "faces": [{"box": i.get("box"), "face_px": i.get("face_px")} for i in infos],
+            "model": faces.daemon.embedder.model_id, "gallery_version": state.version}

@@ -40,15 +40,17 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-facestream-request"
-# Routes a browser loads without being able to send headers (EventSource, <img>): the only ones where the
-# token may come as ?access_token=.
-_QUERY_TOKEN = re.compile(r"^/v1/(events|sources/[^/]+/snapshot\.jpg)$")
+# Routes a browser loads without being able to send headers (EventSource, <img>: snapshots, visitors' faces):
+# the only ones where the token may come as ?access_token=.
+_QUERY_TOKEN = re.compile(r"^/v1/(events|sources/[^/]+/snapshot\.jpg|unknowns/[^/]+/faces/[^/]+\.jpg)$")
 # Gallery changes: (method, path pattern, action). The name is matched loosely (a '/' in it included) so an
 # attempt the router refuses is audited too.
 AUDITED: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"^/v1/identities/(?P<name>.+)/photos/?$"), "enrol"),
     ("DELETE", re.compile(r"^/v1/identities/(?P<name>.+?)/?$"), "erase"),
     ("PATCH", re.compile(r"^/v1/identities/(?P<name>.+?)/?$"), "rename"),
+    ("POST", re.compile(r"^/v1/unknowns/(?P<name>.+)/enrol/?$"), "enrol_visitor"),
+    ("DELETE", re.compile(r"^/v1/unknowns/(?P<name>.+?)/?$"), "erase_visitor"),
 ]
 
 

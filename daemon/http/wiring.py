@@ -16,7 +16,8 @@ from daemon.runner import Daemon
 from pipeline.gallery.store import location_name
 
 
-def attach_http(daemon: Daemon) -> Daemon:
+def attach_http(daemon: Daemon, unknowns: Any = None) -> Daemon:
+    """``unknowns``: the daemon's unknown visitors (``daemon/profiles/unknowns.py``), served under /v1/unknowns."""
     from daemon.http.app import make_app
     from daemon.http.audit import ApiAudit
     from daemon.http.context import HttpContext
@@ -44,13 +45,18 @@ def attach_http(daemon: Daemon) -> Daemon:
     daemon.add_observer(metrics)
     faces = FaceService(DaemonLink(settings, daemon.embedder, daemon.gallery_path, daemon.gallery_state,
                                    lambda: daemon.face_gate, daemon.reload_gallery, daemon.publish))
-    ctx = HttpContext(settings.http, faces, hub, view, metrics, lambda paths: status(daemon, view, hub, paths))
+    ctx = HttpContext(settings.http, faces, hub, view, metrics, lambda paths: status(daemon, view, hub, paths),
+                      unknowns.store if unknowns is not None else None)
     audit_path = settings.http.audit_log or _default_audit(daemon)
     audit = (ApiAudit(audit_path, settings.paths.state_dir / "spool",
                       rotate_daily=settings.retention.audit_days is not None) if audit_path is not None else None)
     app = make_app(ctx, audit)
     metrics.guard = app
-    daemon.add_server(HttpServer(app, settings.http.listen, on_stop=[audit.close] if audit else []))
+    on_stop = [audit.close] if audit else []
+    if unknowns is not None:  # observers close before the server stops: the API may still read the visitors
+        unknowns.owns_store = False
+        on_stop.append(unknowns.store.close)
+    daemon.add_server(HttpServer(app, settings.http.listen, on_stop=on_stop))
     return daemon
 
 

@@ -89,6 +89,18 @@ def test_filters_and_time_windows():
     sink.close()
 
 
+def test_visitor_filters_pick_a_stranger_who_came_back():
+    sink = ActionSink([ActionConfig(on=["face.unknown"], min_appearances=2, command=["true"]),
+                       ActionConfig(on=["face.unknown"], visitors=["0a1b2c3d"], command=["true"])])
+    returning, watched = sink.actions
+    now = dt.datetime(2026, 12, 3, 12, 0)
+    first, back = {"visitor": "0a1b2c3d", "visitor_appearances": 1}, {"visitor": "ffff0000", "visitor_appearances": 3}
+    assert not returning.wants("face.unknown", first, now) and returning.wants("face.unknown", back, now)
+    assert not returning.wants("face.unknown", {"identity": None}, now)  # kept nowhere: no visitor
+    assert watched.wants("face.unknown", first, now) and not watched.wants("face.unknown", back, now)
+    sink.close()
+
+
 @pytest.mark.parametrize("action, message", [
     ({"on": ["face.unknown"]}, "exactly one of command, webhook or zmq_req"),
     ({"on": ["face.unknown"], "command": ["true"], "webhook": "http://x/"}, "exactly one of"),
