@@ -31,7 +31,8 @@ from pipeline.private_files import open_private
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>facestream analysis</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #bbb;padding:.3em .6em;text-align:left}}img.face{{height:120px;margin:.3em}}</style>
+td,th{{border:1px solid #bbb;padding:.3em .6em;text-align:left}}
+img.face,img.unknown-face{{height:120px;margin:.3em}}</style>
 </head><body>
 <h1>facestream analysis</h1>
 <p>{n_videos} video(s), {n_ids} identit{ies} recognised, gallery {gallery}, model {model}.</p>
@@ -220,7 +221,7 @@ def _write_page(out: Path, rows: list[dict], faces: dict[str, str], groups: list
         f"{g['videos']} video{'s' if g['videos'] != 1 else ''}</td><td>{g['appearances']}</td><td>{g['videos']}</td>"
         f"<td>{e(g['first_seen']['video'])} at {g['first_seen']['time_s']} s</td>"
         f"<td>{e(g['last_seen']['video'])} at {g['last_seen']['time_s']} s</td><td>"
-        + (f'<img class="face unknown" src="{e(g["best_face"])}" alt="{e(g["label"])}">' if g["best_face"] else "")
+        + (f'<img class="unknown-face" src="{e(g["best_face"])}" alt="{e(g["label"])}">' if g["best_face"] else "")
         + "</td></tr>" for g in groups) or '<tr><td colspan="6">none</td></tr>'
     files = ["events.jsonl", "timeline.csv", "timeline.png", "faces.index", *annotated]
     n_ids = len({r["identity"] for r in rows})
