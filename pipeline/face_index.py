@@ -145,7 +145,8 @@ class FaceIndex:
         return out
 
 
-def search_vectors(vectors: np.ndarray, query: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+def search_vectors(vectors: np.ndarray, query: np.ndarray, top: int,
+                   faiss_from: int = FAISS_FROM) -> tuple[np.ndarray, np.ndarray]:
     """(row indices, scores) of the ``top`` rows most similar to the unit ``query``, best first: exact
     NumPy below ``FAISS_FROM`` rows, an HNSW index from there (when faiss is installed)."""
     from pipeline.match import centroid_matcher, top_indices
@@ -153,10 +154,10 @@ def search_vectors(vectors: np.ndarray, query: np.ndarray, top: int) -> tuple[np
     n = len(vectors)
     if n == 0 or top <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    if n < FAISS_FROM:
+    if n < faiss_from:
         scores = vectors @ query.astype(np.float32)
         idx = top_indices(scores[None, :], min(top, n))[0]
         return idx, scores[idx]
     names = [str(i) for i in range(n)]
-    hits = centroid_matcher(names, vectors, "auto", approx_from=FAISS_FROM).topk(query[None, :], top)[0]
+    hits = centroid_matcher(names, vectors, "auto", approx_from=faiss_from).topk(query[None, :], top)[0]
     return np.array([int(i) for i, _ in hits], np.int64), np.array([s for _, s in hits], np.float32)
