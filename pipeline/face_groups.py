@@ -44,8 +44,9 @@ def cluster(vectors: np.ndarray, threshold: float, method: str = "complete") -> 
     elif method == "hdbscan":
         from sklearn.cluster import HDBSCAN
 
-        # HDBSCAN finds its own density levels; the threshold only merges below it. Noise (-1): one group each.
-        labels = HDBSCAN(min_cluster_size=2, cluster_selection_epsilon=dist, metric="cosine", copy=True).fit_predict(x)
+        # HDBSCAN finds its own density levels and takes no threshold (scikit-learn 1.9's
+        # cluster_selection_epsilon fails on cosine inputs like these). Noise (-1): one group each.
+        labels = HDBSCAN(min_cluster_size=2, metric="cosine", copy=True).fit_predict(x)
         nxt = labels.max() + 1
         for i in np.flatnonzero(labels < 0):
             labels[i], nxt = nxt, nxt + 1

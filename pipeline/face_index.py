@@ -4,9 +4,11 @@ best frame, decision), so "where does this person appear?" is answered without r
 Why SQLite and not FAISS's file or a bare ``.npz``: the rows carry text (video, decision, identity, group) and
 metadata (embedder id, the threshold the analysis matched at), SQLite writes them in one transaction, checks
 its own integrity and is read by any tool; the file is written as ``faces.index.tmp`` and renamed, so a
-crash never leaves half an index. Vectors are float32 blobs. The search itself is exact NumPy (one matrix
-product and ``argpartition``) up to ``FAISS_FROM`` rows, from there a FAISS HNSW index built over the rows
-(``pipeline/match.py``'s factory; measured in docs/analysis.md "Face index"). The file names people: 0600.
+crash never leaves half an index. Vectors are float32 blobs. The search is exact NumPy (one matrix
+product and ``argpartition``); an analysis of ``FAISS_FROM`` tracks or more also writes FAISS's HNSW file
+``faces.hnsw`` (``pipeline/match_index.py``), which search then uses: building one takes far longer than an
+exact search of the same rows, so it is built once, never per search (measured in docs/analysis.md, "Face
+index"). Both files name people: 0600.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import numpy as np
 from pipeline.private_files import open_private
 
 INDEX_NAME = "faces.index"
+HNSW_NAME = "faces.hnsw"  # FAISS's own file, written for large indexes only
 FORMAT = "facestream-faces-index"
 VERSION = 1
 APP_ID = 0x46534958  # 'FSIX': `file` and our reader tell it from a gallery
-FAISS_FROM = 1_000_000  # rows from which search builds an HNSW index (docs/analysis.md, "Face index")
+FAISS_FROM = 1_000_000  # rows from which analyze also writes an HNSW index (docs/analysis.md, "Face index")
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -108,6 +111,15 @@ class FaceIndex:
     rows: list[dict[str, Any]]
     vectors: np.ndarray
 
+    @property
+    def hnsw(self) -> Path | None:
+        """The stored FAISS index, when the analysis wrote one."""
+        p = self.folder / HNSW_NAME
+        return p if p.is_file() else None
+
+    def search(self, query: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+        return search_vectors(self.vectors, query, top, self.hnsw)
+
     @classmethod
     def open(cls, folder: Path) -> FaceIndex:
         path = folder / INDEX_NAME if folder.is_dir() else folder
@@ -145,19 +157,44 @@ class FaceIndex:
         return out
 
 
+def write_hnsw(folder: Path, vectors: np.ndarray, faiss_from: int = FAISS_FROM) -> Path | None:
+    """``faces.hnsw`` beside the index when it has ``faiss_from`` rows or more and faiss is installed: built once
+    with the analysis (minutes at 10^6 rows, against days of video), never at search time."""
+    from pipeline.match_index import FaissMatcher, faiss_available
+
+    if len(vectors) < faiss_from or not faiss_available():
+        return None
+    import faiss
+
+    index = FaissMatcher([str(i) for i in range(len(vectors))], vectors, "hnsw").index
+    path, tmp = folder / HNSW_NAME, folder / (HNSW_NAME + ".tmp")
+    open_private(tmp, "wb").close()
+    faiss.write_index(index, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
 def search_vectors(vectors: np.ndarray, query: np.ndarray, top: int,
-                   faiss_from: int = FAISS_FROM) -> tuple[np.ndarray, np.ndarray]:
-    """(row indices, scores) of the ``top`` rows most similar to the unit ``query``, best first: exact
-    NumPy below ``FAISS_FROM`` rows, an HNSW index from there (when faiss is installed)."""
-    from pipeline.match import centroid_matcher, top_indices
+                   hnsw: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(row indices, scores) of the ``top`` rows most similar to the unit ``query``, best first: the stored
+    HNSW index when one is given (an index of ``FAISS_FROM`` rows or more), else exact NumPy."""
+    from pipeline.match import top_indices
 
     n = len(vectors)
     if n == 0 or top <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    if n < faiss_from:
+    if hnsw is None:
         scores = vectors @ query.astype(np.float32)
         idx = top_indices(scores[None, :], min(top, n))[0]
         return idx, scores[idx]
-    names = [str(i) for i in range(n)]
-    hits = centroid_matcher(names, vectors, "auto", approx_from=faiss_from).topk(query[None, :], top)[0]
-    return np.array([int(i) for i, _ in hits], np.int64), np.array([s for _, s in hits], np.float32)
+    import faiss
+
+    from pipeline.match_index import IndexParams
+
+    index = faiss.read_index(str(hnsw))
+    if index.ntotal != n:
+        raise FaceIndexError(f"{hnsw} holds {index.ntotal} rows, the index {n}: rebuild it")
+    index.hnsw.efSearch = max(IndexParams().ef_search, top)
+    scores, idx = index.search(np.ascontiguousarray(query[None, :], dtype=np.float32), min(top, n))
+    keep = idx[0] >= 0
+    return idx[0][keep].astype(np.int64), scores[0][keep]

@@ -55,7 +55,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     from daemon.engines import engine_for_gallery
     from models.registry import model_id_for
-    from pipeline.face_index import search_vectors
 
     if args.top < 1:
         raise CliError(f"--top must be at least 1, got {args.top}")
@@ -78,7 +77,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     q = (q / np.linalg.norm(q)).astype(np.float32)
     hits = []
     for ix in indexes:
-        idx, scores = search_vectors(ix.vectors, q, args.top)
+        idx, scores = ix.search(q, args.top)
         for i, s in zip(idx.tolist(), scores.tolist(), strict=True):
             if s >= threshold:
                 r = ix.rows[i]

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from pipeline.face_groups import cluster
-from pipeline.face_index import IndexMeta, TrackRow, write_index
+from pipeline.face_index import FAISS_FROM, IndexMeta, TrackRow, write_hnsw, write_index
 from pipeline.face_measures import face_quality
 from pipeline.names import file_stem
 from pipeline.private_files import open_private
@@ -125,6 +125,11 @@ def group_summaries(rows: list[TrackRow] | list[dict[str, Any]], order: list[str
     return out
 
 
-def write_face_index(out: Path, meta: IndexMeta, rows: list[TrackRow], order: list[str]) -> Path:
+def write_face_index(out: Path, meta: IndexMeta, rows: list[TrackRow], order: list[str],
+                     faiss_from: int = FAISS_FROM) -> Path:
+    """Group the unknown tracks, write ``faces.index`` (and ``faces.hnsw`` for a large one)."""
     group_unknowns(rows, meta.threshold, order)
-    return write_index(out, meta, rows)
+    path = write_index(out, meta, rows)
+    if rows:
+        write_hnsw(out, np.stack([r.embedding for r in rows]).astype(np.float32), faiss_from)
+    return path

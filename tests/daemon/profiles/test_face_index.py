@@ -131,11 +131,15 @@ def test_a_group_is_enrolled_through_the_gallery_gates(archive, stills_gallery, 
     assert rc == 2 and one_error_line(err, "no group 'unknown-99'")
 
 
-def test_the_faiss_path_answers_as_the_exact_one(archive) -> None:
-    from pipeline.face_index import FaceIndex, search_vectors
+def test_a_stored_hnsw_index_answers_as_the_exact_search(archive, tmp_path) -> None:
+    from pipeline.face_index import FaceIndex, write_hnsw
 
     ix = FaceIndex.open(archive[0])
+    shutil.copy(archive[0] / "faces.index", tmp_path / "faces.index")
+    assert write_hnsw(tmp_path, ix.vectors, faiss_from=1) is not None
+    big = FaceIndex.open(tmp_path)
+    assert big.hnsw is not None and (tmp_path / "faces.hnsw").stat().st_mode & 0o777 == 0o600
     for q in ix.vectors:
-        exact, _ = search_vectors(ix.vectors, q, 3)
-        approx, _ = search_vectors(ix.vectors, q, 3, faiss_from=1)
-        assert approx[0] == exact[0] or ix.vectors[approx[0]] @ q == pytest.approx(1.0, abs=1e-5)
+        _, s_exact = ix.search(q, 3)
+        _, s_approx = big.search(q, 3)
+        assert s_approx[0] == pytest.approx(s_exact[0], abs=1e-5)  # copies tie at 1.0: either row is right
