@@ -4,7 +4,7 @@ threshold the analysis matched at (cosine similarity ``t`` is cosine distance ``
 The method is scikit-learn's agglomerative clustering with complete linkage and ``distance_threshold`` 1 - t:
 every two appearances in a group are then at least as similar as the gallery needs to name someone, so a
 group is never a chain of look-alikes. It was picked over average linkage, DBSCAN and HDBSCAN on measured
-purity and completeness (``compare_methods``; figures in docs/analysis.md, "Unknown people grouped").
+purity and completeness (``compare_methods``; figures in docs/profiles.md, "Unknown people grouped").
 Agglomerative clustering holds an N x N distance matrix: above ``MAX_EXACT`` unknown tracks the groups are
 built on DBSCAN instead (same threshold, neighbourhoods from a ball tree), which needs no such matrix.
 """

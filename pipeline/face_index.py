@@ -7,8 +7,8 @@ its own integrity and is read by any tool; the file is written as ``faces.index.
 crash never leaves half an index. Vectors are float32 blobs. The search is exact NumPy (one matrix
 product and ``argpartition``); an analysis of ``FAISS_FROM`` tracks or more also writes FAISS's HNSW file
 ``faces.hnsw`` (``pipeline/match_index.py``), which search then uses: building one takes far longer than an
-exact search of the same rows, so it is built once, never per search (measured in docs/analysis.md, "Face
-index"). Both files name people: 0600.
+exact search of the same rows, so it is built once, never per search (measured in docs/profiles.md, "Face
+index and search"). Both files name people: 0600.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ HNSW_NAME = "faces.hnsw"  # FAISS's own file, written for large indexes only
 FORMAT = "facestream-faces-index"
 VERSION = 1
 APP_ID = 0x46534958  # 'FSIX': `file` and our reader tell it from a gallery
-FAISS_FROM = 1_000_000  # rows from which analyze also writes an HNSW index (docs/analysis.md, "Face index")
+FAISS_FROM = 1_000_000  # rows from which analyze also writes an HNSW index (docs/profiles.md, "Face index ...")
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

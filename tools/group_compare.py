@@ -1,4 +1,4 @@
-"""The comparison behind the choice of grouping method (docs/analysis.md, "Unknown people grouped"): purity
+"""The comparison behind the choice of grouping method (docs/profiles.md, "Unknown people grouped"): purity
 and completeness of each method on labelled embeddings, at a same-person threshold.
 
 ``python -m tools.group_compare --index DIR --person-from REGEX``: the unknown tracks of an analysis, the
@@ -35,12 +35,14 @@ def _from_index(folder: Path, pattern: str) -> tuple[np.ndarray, list[str], floa
 
 
 def _from_photos(csv_path: Path) -> tuple[np.ndarray, list[str], str]:
-    from daemon.config import load_settings
-    from daemon.engines import still_engine
+    from models.detector import DetectorSettings, MTCNNDetector
+    from models.embedder import load_embedder
     from pipeline.gallery.photo_list import collect_sources
+    from pipeline.gallery.stills import StillEmbedder
 
     sources = collect_sources(csv_path, strict=False)
-    engine = still_engine(load_settings(None), "dominant")
+    engine = StillEmbedder(MTCNNDetector(DetectorSettings(max_side=1600)), load_embedder("dlib-resnet-v1", "torch"),
+                           None, policy="dominant")
     found = engine.embed_files([s.path for s in sources])
     ok = [(r.vec, s.identity) for r, s in zip(found, sources, strict=True) if r.ok]
     return np.stack([v for v, _ in ok]), [p for _, p in ok], engine.embedder.model_id
