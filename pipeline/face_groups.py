@@ -6,7 +6,8 @@ every two appearances in a group are then at least as similar as the gallery nee
 group is never a chain of look-alikes. It was picked over average linkage, DBSCAN and HDBSCAN on measured
 purity and completeness (``compare_methods``; figures in docs/profiles.md, "Unknown people grouped").
 Agglomerative clustering holds an N x N distance matrix: above ``MAX_EXACT`` unknown tracks the groups are
-built on DBSCAN instead (same threshold, neighbourhoods from a ball tree), which needs no such matrix.
+built on DBSCAN instead (same threshold, neighbourhoods from a ball tree), which needs no such matrix
+(and chains look-alikes: lower purity, see the figures).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def cluster(vectors: np.ndarray, threshold: float, method: str = "complete") -> 
     elif method == "dbscan":
         from sklearn.cluster import DBSCAN
 
-        labels = DBSCAN(eps=dist, min_samples=1, metric="cosine").fit_predict(x)
+        # On unit vectors cosine distance d is Euclidean sqrt(2 d): the same groups, from a ball tree.
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        labels = DBSCAN(eps=float(np.sqrt(2.0 * dist)), min_samples=1, algorithm="ball_tree").fit_predict(x)
     elif method == "hdbscan":
         from sklearn.cluster import HDBSCAN
 

@@ -96,6 +96,18 @@ def test_search_finds_obama_in_his_clip_only_and_nobody_absent(archive, data_dir
     assert rc == 0 and json.loads(stdout)["appearances"] == []
 
 
+def test_search_can_decide_at_another_gallerys_threshold(archive, data_dir, stills_gallery, cli) -> None:
+    import json
+
+    out, result = archive
+    rc, stdout, _ = cli("search", "--photo", data_dir / STILLS / "obama2.jpg", "--photo", data_dir / STILLS /
+                        "obama.jpg", "--index", out, "--gallery", stills_gallery, "--top", "1", "--json")
+    found = json.loads(stdout)
+    assert rc == 0 and found["threshold_source"].startswith(f"gallery {stills_gallery}")
+    assert found["threshold"] == pytest.approx(result["threshold"], abs=1e-6)  # the gallery the analysis used
+    assert [h["video"] for h in found["appearances"]] == ["obama_speech"]
+
+
 def test_search_refuses_bad_input_in_one_line(archive, data_dir, cli, tmp_path) -> None:
     out, _ = archive
     obama = data_dir / STILLS / "obama.jpg"
