@@ -113,6 +113,7 @@ class MatchStage(Stage):
         ended = []
         for t in msg.tracked.ended:
             key = (src, t.track_id)
+            agg = self.judge.aggregate(key)
             fv = self.judge.finish(key, self._decide(key) if self.judge.pending(key) else None)
             reason, decision, newly_unknown = fv.reason, fv.decision, fv.newly_unknown
             if decision == "undecided" and t.not_embedded:
@@ -123,5 +124,5 @@ class MatchStage(Stage):
             r = fv.result
             ended.append(EndedTrackSummary(t, fv.claimed, fv.best_score if fv.claimed else 0.0, decision, reason,
                                            fv.newly_claimed, newly_unknown, fv.detection,
-                                           r.score if r else 0.0, r.margin if r else 0.0, fv.faces))
+                                           r.score if r else 0.0, r.margin if r else 0.0, fv.faces, agg))
         self.emit(MatchedFrame(msg.tracked, tuple(decisions), tuple(ended), msg.embeddings))

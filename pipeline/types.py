@@ -151,6 +151,7 @@ class EndedTrackSummary:
     score: float = 0.0
     margin: float = 0.0
     faces: int = 0
+    embedding: np.ndarray | None = None  # the unit quality-weighted mean the decision was taken on (face index)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,10 @@ def cmd_add(args: argparse.Namespace, settings: Settings, out: Callable[[dict, b
     if not name:
         raise ValueError("give the person's name: gallery add NAME ... or --name NAME")
     args.images = images
+    if args.from_index or args.cluster:
+        if args.images or args.video:
+            raise ValueError("give photos, --video or --from-index DIR --cluster unknown-N, one of them")
+        args.images = _cluster_photos(args.from_index, args.cluster, args.max_faces)
     if bool(args.images) == bool(args.video):
         raise ValueError("give photos (gallery add NAME PHOTO...) or one clip (--video CLIP), not both or neither")
     path = _gallery_path(args, settings)
@@ -111,6 +115,23 @@ def cmd_add(args: argparse.Namespace, settings: Settings, out: Callable[[dict, b
               "names is probably wrong", file=sys.stderr)
     out({**result, **summary}, args.json)
     return 0 if result["added"] else 1
+
+
+def _cluster_photos(folder: str | None, group: str | None, most: int) -> list[str]:
+    """The best faces of an unknown group of an analysis (best first): enrolled as photos, through the gates."""
+    from pipeline.face_index import FaceIndex
+
+    if not folder or not group:
+        raise ValueError("--from-index DIR and --cluster unknown-N go together")
+    ix = FaceIndex.open(Path(folder).expanduser())
+    groups = ix.clusters()
+    if group not in groups:
+        raise ValueError(f"{ix.folder} has no group {group!r} (it has {', '.join(sorted(groups)) or 'none'})")
+    rows = sorted((r for r in groups[group] if r["face_file"]), key=lambda r: -r["best_quality"])[:most]
+    photos = [str(ix.folder / r["face_file"]) for r in rows if (ix.folder / r["face_file"]).is_file()]
+    if not photos:
+        raise ValueError(f"group {group} of {ix.folder} has no face crops left under faces/")
+    return photos
 
 
 def cmd_remove(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
@@ -228,7 +249,10 @@ def add_commands(sub: Any) -> None:
     a.add_argument("--name", dest="name_opt", help="the person's identity")
     a.add_argument("--video", help="a clip of the person alone: their best, varied frames are enrolled "
                    "(refused when it shows several people or none)")
-    a.add_argument("--max-faces", type=int, default=8, help="with --video: most frames enrolled")
+    a.add_argument("--max-faces", type=int, default=8, help="with --video or --from-index: most faces enrolled")
+    a.add_argument("--from-index", metavar="DIR", help="an analysis folder: enrol the best faces of one group of "
+                   "unknown people (with --cluster), after a person has looked at them")
+    a.add_argument("--cluster", metavar="unknown-N", help="with --from-index: the group (see the report)")
     common(a)
     a.set_defaults(func=run(cmd_add))
     r = gal.add_parser("remove", help="erase a person, their templates and cached embeddings")

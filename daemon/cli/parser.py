@@ -7,10 +7,10 @@ import argparse
 import sqlite3
 import sys
 
-from daemon.cli import bench, evaluate, gallery, keys, models, photos, profiles, retention, run
+from daemon.cli import bench, evaluate, gallery, keys, models, photos, profiles, retention, run, search
 from daemon.cli.printing import CliError
 
-COMMAND_GROUPS = (models, photos, evaluate, bench, gallery, run, profiles, keys, retention)
+COMMAND_GROUPS = (models, photos, evaluate, bench, gallery, run, profiles, search, keys, retention)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,8 +3,10 @@
 Runs the daemon on the videos (files: every frame, deterministic) and writes into DIR: the event log
 (``events.jsonl``), the per-identity timeline (``timeline.csv``), each identity's best frame
 (``best/<identity>.jpg``, the recognition with the highest score), an annotated MP4 per video, a
-timeline plot (``timeline.png``) and ``report.html`` tying them together with relative links only,
-so the folder opens offline and can be copied whole. Every file names people: mode 0600.
+timeline plot (``timeline.png``), the face index (``faces.index``: a row per track, for ``facestream
+search``; unknown tracks grouped into ``unknown-N`` with their best faces under ``faces/``) and
+``report.html`` tying them together with relative links only, so the folder opens offline and can be
+copied whole. Every file names people: mode 0600.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ import cv2
 
 from daemon.config import Settings, with_overrides
 from daemon.profiles import build_daemon
+from daemon.profiles.track_index import TrackIndexer, group_summaries, write_face_index
+from pipeline.face_index import IndexMeta
 from pipeline.names import file_stem, inside
 from pipeline.private_files import open_private
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>facestream analysis</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #bbb;padding:.3em .6em;text-align:left}}img.face{{height:120px;margin:.3em}}</style>
+td,th{{border:1px solid #bbb;padding:.3em .6em;text-align:left}}
+img.face,img.unknown-face{{height:120px;margin:.3em}}</style>
 </head><body>
 <h1>facestream analysis</h1>
 <p>{n_videos} video(s), {n_ids} identit{ies} recognised, gallery {gallery}, model {model}.</p>
@@ -40,6 +45,14 @@ td,th{{border:1px solid #bbb;padding:.3em .6em;text-align:left}}img.face{{height
 </table>
 <h2>Best frames</h2>
 {faces}
+<h2>Unknown people</h2>
+<p>Appearances of people the gallery does not know, grouped at the gallery's same-person threshold
+({threshold}). Enrol a group once a person has checked it:
+<code>facestream gallery add --from-index DIR --cluster unknown-1 --name NAME</code>.</p>
+<table id="unknown"><tr><th>group</th><th>appearances</th><th>videos</th><th>first seen</th><th>last seen</th>
+<th>best face</th></tr>
+{unknown}
+</table>
 <h2>Files</h2>
 <ul>{files}</ul>
 </body></html>
@@ -93,7 +106,7 @@ def timeline_plot(rows: list[dict], spans: dict[tuple[str, str], list[tuple[floa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    people = sorted({ident for _, ident in spans}) or ["(nobody recognised)"]
+    people = sorted({ident for _, ident in spans}, key=lambda p: (p.startswith("unknown "), p)) or ["(nobody)"]
     sources = sorted({src for src, _ in spans})
     colours = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(10, 1.0 + 0.5 * len(people)))
@@ -119,9 +132,10 @@ def run_analyze(settings: Settings, gallery: Path | None, videos: list[Path], ou
         raise ValueError(f"video file not found: {missing[0]}")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
-    if (out / "events.jsonl").exists() or (out / "report.html").exists():
+    if any((out / n).exists() for n in ("events.jsonl", "report.html", "faces.index")):
         # An earlier analysis is someone's record: never overwritten or appended to.
-        raise ValueError(f"--out {out} already holds an analysis (events.jsonl or report.html): choose a new folder")
+        raise ValueError(f"--out {out} already holds an analysis (events.jsonl, report.html or faces.index): "
+                         "choose a new folder")
     out.mkdir(parents=True, exist_ok=True)
     settings = with_overrides(settings, sinks={"jsonl": str(out / "events.jsonl"), "zmq": None, "stdout": False,
                                                "timeline_csv": str(out / "timeline.csv"), "annotate_dir": str(out)})
@@ -129,6 +143,8 @@ def run_analyze(settings: Settings, gallery: Path | None, videos: list[Path], ou
     events_path = out / "events.jsonl"
     daemon, parts = build_daemon(settings, gallery)
     paths = {s.id: Path(s.uri) for s in daemon.specs}
+    indexer = TrackIndexer(out, paths)
+    daemon.add_observer(indexer)
     from tqdm import tqdm
 
     total = 0
@@ -146,28 +162,72 @@ def run_analyze(settings: Settings, gallery: Path | None, videos: list[Path], ou
             bar.refresh()
     events = [json.loads(line) for line in events_path.read_text().splitlines()]
     rows = parts.timeline.rows()
+    meta = index_meta(settings, gallery, daemon)
+    order = [s.id for s in daemon.specs]
+    index_path = write_face_index(out, meta, indexer.rows, order)
+    groups = group_summaries(indexer.rows, order)
     spans: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     for (src, ident), segs in parts.timeline.spans.items():
         spans[(src, ident)] = segs
+    for g in groups:  # unknown groups are rows of the plot too
+        for src, a, b in g["spans"]:
+            spans[(src, g["label"])].append((a, b))
     faces = best_frames(events, paths, out)
     timeline_plot(rows, spans, out / "timeline.png")
     annotated = sorted(p.name for p in out.glob("*.annotated.mp4"))
     for name in annotated:
         (out / name).chmod(0o600)  # OpenCV's writer creates it with the umask
+    _write_page(out, rows, faces, groups, annotated, len(videos), gallery, daemon.model_id, meta.threshold)
+    for g in groups:
+        del g["spans"]
+    return {"out": str(out), "videos": len(videos), "exit_code": rc.get("rc"), "events": len(events),
+            "identities": sorted({r["identity"] for r in rows}), "best_frames": faces, "annotated": annotated,
+            "report": str(out / "report.html"), "timeline_csv": str(out / "timeline.csv"),
+            "timeline_png": str(out / "timeline.png"), "face_index": str(index_path), "index_rows": len(indexer.rows),
+            "threshold": meta.threshold, "unknown_groups": groups}
+
+
+def index_meta(settings: Settings, gallery: Path | str | None, daemon: Any) -> IndexMeta:
+    """The embedder and the same-person threshold the analysis decided at, with where it came from (a
+    run without a gallery: the model's impostor tail for one comparison at the target FAR)."""
+    from pipeline.gallery import Gallery
+    from pipeline.gallery.operating_point import gallery_point, prior_point
+
+    p, gs = settings.pipeline, settings.gallery
+    if gallery is None:
+        point = prior_point(daemon.model_id, [], gs.target_far)
+        if p.threshold is not None:
+            point = type(point)(p.threshold, p.margin or 0.0, "set by the user")
+    else:
+        g = Gallery.open(gallery)
+        try:
+            point = gallery_point(g, g.identities(), gs.matcher, gs.target_far, p.threshold, p.margin)
+        finally:
+            g.close()
+    return IndexMeta(daemon.model_id, daemon.embedder.dim, point.threshold, point.margin, point.source,
+                     str(gallery) if gallery is not None else None)
+
+
+def _write_page(out: Path, rows: list[dict], faces: dict[str, str], groups: list[dict], annotated: list[str],
+                n_videos: int, gallery: Path | str | None, model_id: str, threshold: float) -> None:
     e = html.escape
     row_html = "\n".join(f"<tr><td>{e(r['identity'])}</td><td>{e(r['source'])}</td><td>{r['first_seen_s']}</td>"
                          f"<td>{r['last_seen_s']}</td><td>{r['seconds_on_screen']}</td><td>{r['appearances']}</td></tr>"
                          for r in rows)
     face_html = "\n".join(f'<figure style="display:inline-block"><img class="face" src="{e(p)}" alt="{e(i)}">'
                           f"<figcaption>{e(i)}</figcaption></figure>" for i, p in faces.items()) or "<p>none</p>"
-    files = ["events.jsonl", "timeline.csv", "timeline.png", *annotated]
-    page = _PAGE.format(n_videos=len(videos), n_ids=len({r["identity"] for r in rows}),
-                        ies="y" if len({r["identity"] for r in rows}) == 1 else "ies",
-                        gallery=e(str(gallery)), model=e(daemon.model_id), rows=row_html, faces=face_html,
+    unknown_html = "\n".join(
+        f"<tr><td>{e(g['label'])}: {g['appearances']} appearance{'s' if g['appearances'] != 1 else ''} in "
+        f"{g['videos']} video{'s' if g['videos'] != 1 else ''}</td><td>{g['appearances']}</td><td>{g['videos']}</td>"
+        f"<td>{e(g['first_seen']['video'])} at {g['first_seen']['time_s']} s</td>"
+        f"<td>{e(g['last_seen']['video'])} at {g['last_seen']['time_s']} s</td><td>"
+        + (f'<img class="unknown-face" src="{e(g["best_face"])}" alt="{e(g["label"])}">' if g["best_face"] else "")
+        + "</td></tr>" for g in groups) or '<tr><td colspan="6">none</td></tr>'
+    files = ["events.jsonl", "timeline.csv", "timeline.png", "faces.index", *annotated]
+    n_ids = len({r["identity"] for r in rows})
+    page = _PAGE.format(n_videos=n_videos, n_ids=n_ids, ies="y" if n_ids == 1 else "ies",
+                        gallery=e(str(gallery)), model=e(model_id), rows=row_html, faces=face_html,
+                        threshold=f"{threshold:.4f}", unknown=unknown_html,
                         files="".join(f'<li><a href="{e(f)}">{e(f)}</a></li>' for f in files))
     with open_private(out / "report.html", "w", encoding="utf-8") as f:
         f.write(page)
-    return {"out": str(out), "videos": len(videos), "exit_code": rc.get("rc"), "events": len(events),
-            "identities": sorted({r["identity"] for r in rows}), "best_frames": faces, "annotated": annotated,
-            "report": str(out / "report.html"), "timeline_csv": str(out / "timeline.csv"),
-            "timeline_png": str(out / "timeline.png")}
