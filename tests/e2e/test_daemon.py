@@ -46,10 +46,18 @@ def test_zmq_subscriber_gets_the_jsonl_events_obama_speech(tmp_path, data_dir, s
     video = data_dir / "videos" / "known_identity" / "obama_speech.mp4"
     addr = f"tcp://127.0.0.1:{free_port()}"
     got: list[dict] = []
-    sub = subscribe(addr, (), timeout_s=5.0)
-    reader = threading.Thread(target=lambda: got.extend(body for _, body in sub), daemon=True)
+    sub = subscribe(addr, ())
+    exited = threading.Event()
+
+    def read() -> None:  # until the daemon has exited and half a second has passed without a message
+        while (event := sub.recv(0.5)) is not None or not exited.is_set():
+            if event is not None:
+                got.append(event[1])
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     events = run_daemon(tmp_path, video, stills_gallery, "obama", zmq=addr)
+    exited.set()
     reader.join(30)
     sub.close()
     names = {e["identity"] for e in events if e["topic"] == "face.recognized"}

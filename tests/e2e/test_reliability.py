@@ -218,14 +218,22 @@ def test_sigterm_mid_run_logs_every_event_of_every_processed_frame(tmp_path, dat
     jsonl = tmp_path / "term.jsonl"
     addr = f"tcp://127.0.0.1:{free_port()}"
     got: list[dict] = []
-    sub = subscribe(addr, (), timeout_s=8.0)
-    reader = threading.Thread(target=lambda: got.extend(body for _, body in sub), daemon=True)
+    sub = subscribe(addr, ())
+    exited = threading.Event()
+
+    def read() -> None:  # until the daemon has exited and half a second has passed without a message
+        while (event := sub.recv(0.5)) is not None or not exited.is_set():
+            if event is not None:
+                got.append(event[1])
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     proc = subprocess.Popen([*CLI, "run", "--source", str(data_dir / HAMILTON), "--gallery", str(stills_gallery),
                              "--events-jsonl", str(jsonl), "--zmq", addr], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             env={**_env(tmp_path), "FACESTREAM_SINKS__ZMQ_WAIT_SUBSCRIBER_S": "30"})
     took, err = _stop_when(proc, jsonl, '"face.recognized"')
+    exited.set()
     assert proc.returncode == 0, err[-2000:]
     assert took < 5.0, f"stopping took {took:.2f} s"
     assert _events(jsonl)[-1]["topic"] == "stats"
