@@ -180,7 +180,7 @@ class FaceService:
         faces = []
         for i, (det, chip, vec) in enumerate(zip(dets, chips, vecs, strict=True)):
             why = gate.reject(FaceEmbedding(i, vec, det, face_quality(det), laplacian_blur(chip)))
-            r = decide(matcher.topk(np.asarray(vec)[None, :], 5)[0], threshold, margin)
+            r = decide(matcher.topk(np.asarray(vec)[None, :], 5)[0], threshold, margin, state.own)
             identity = r.identity if why is None else None
             faces.append({
                 "box": [round(float(v), 1) for v in det.box],
