@@ -266,6 +266,19 @@ class FaceService:
         finally:
             g.close()
 
+    @contextlib.contextmanager
+    def open_for_write(self) -> Iterator[Gallery]:
+        """The gallery, open, one photo request or gallery write at a time (``daemon/http/corrections.py``)."""
+        g = self._open()
+        try:
+            with self._lock:
+                yield g
+        finally:
+            g.close()
+
+    def changed(self, action: str, **body: Any) -> int:
+        return self._changed(action, **body)
+
     def _changed(self, action: str, **body: Any) -> int:
         """Swap the new gallery into the running pipeline and tell every sink; returns the version now in use."""
         self.daemon.reload_gallery()
