@@ -73,6 +73,8 @@ def split(gallery: Gallery, name: str, positions: list[int], new: str, target_fa
     with gallery.writing():
         people = gallery.identities()
         a = _find(people, name, gallery)
+        if new in {p.name for p in people}:
+            raise GalleryError(f"an identity named {names.clip(new)!r} already exists: merge into it instead")
         try:
             new = names.check_new_name(new, [p.name for p in people])
         except names.BadName as exc:
