@@ -142,7 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="folder for the gallery files")
     ap.add_argument("--strangers", type=int, default=1500, help="LFW people outside the split (0: all)")
     ap.add_argument("--target-far", type=float, default=0.01)
+    ap.add_argument("--cap-quantile", type=float, help="the bound's quantile of the identity's own scores "
+                    "(pipeline/gallery/negatives.py CAP_QUANTILE) for this run")
     args = ap.parse_args(argv)
+    if args.cap_quantile is not None:
+        from pipeline.gallery import negatives
+
+        negatives.CAP_QUANTILE = args.cap_quantile
     print(json.dumps(measure(args.data, args.out, args.strangers, args.target_far,
                              default_cache_dir() / "embeddings.sqlite"), indent=1))
     return 0

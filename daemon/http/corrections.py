@@ -1,4 +1,5 @@
-"""Gallery corrections through the API: "not this person" on a recent event, merge and split identities.
+"""Gallery corrections through the API: "not this person" on a recent event (``/v1/events/{seq}/reject``),
+merge and split identities (``/v1/identities/{name}/merge|split``).
 
 Each checks everything it can before it writes (422 for an event that named nobody, 404 for an event or
 person that is not there, 409 for a new name taken), writes through the same code as ``facestream gallery
@@ -10,6 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from daemon.http.context import HttpContext
 from daemon.http.errors import ApiError
 from daemon.http.faces import FaceService, existing_name
 from pipeline import names
@@ -50,7 +56,7 @@ def reject_event(faces: FaceService, hub: Any, named: Any, seq: int) -> dict[str
     return {"rejected": seq, **{k: v for k, v in result.items() if k != "version"}, "gallery_version": version}
 
 
-def merge(faces: FaceService, into: str, other: str) -> dict[str, Any]:
+def merge_identities(faces: FaceService, into: str, other: str) -> dict[str, Any]:
     from pipeline.gallery.regroup import merge as merge_people
 
     into, other = existing_name(into), existing_name(other)
@@ -65,7 +71,7 @@ def merge(faces: FaceService, into: str, other: str) -> dict[str, Any]:
     return {**{k: v for k, v in result.items() if k != "version"}, "gallery_version": version}
 
 
-def split(faces: FaceService, name: str, positions: list[int], new: str) -> dict[str, Any]:
+def split_identity(faces: FaceService, name: str, positions: list[int], new: str) -> dict[str, Any]:
     from daemon.http.faces import check_name
     from pipeline.gallery.regroup import split as split_person
 
@@ -80,3 +86,47 @@ def split(faces: FaceService, name: str, positions: list[int], new: str) -> dict
             raise _gallery_error(exc) from None
     version = faces.changed("split", identity=name, into=result["into"], templates=result["templates"])
     return {**{k: v for k, v in result.items() if k != "version"}, "gallery_version": version}
+
+
+class Merge(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    other: str = Field(description="The identity merged in: its templates, photos and negatives move, it is removed.")
+
+
+class Split(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    templates: list[int] = Field(description="Positions (1-based, as GET /v1/identities lists the photos) of the "
+                                 "templates that become the new identity.")
+    name: str = Field(description="The new identity's name.")
+
+
+def router(ctx: HttpContext) -> APIRouter:
+    r = APIRouter()
+    faces = ctx.faces
+
+    @r.post("/v1/events/{seq}/reject", summary="Not this person: the face of a recent face.recognized event is "
+            "recorded as a negative of the identity it named, whose own threshold rises above it (no body).")
+    async def reject(seq: int, request: Request) -> dict[str, Any]:
+        result = await run_in_threadpool(reject_event, faces, ctx.hub, ctx.named, seq)
+        request.state.audit = {"identity": result["identity"], "threshold": result["threshold"],
+                               "gallery_version": result["gallery_version"]}
+        return result
+
+    @r.post("/v1/identities/{name}/merge", summary="Merge another identity into this one (one person under two "
+            "names): one transaction, recalibrated, live swap.")
+    async def merge(name: str, body: Merge, request: Request) -> dict[str, Any]:
+        result = await run_in_threadpool(merge_identities, faces, name, body.other)
+        request.state.audit = {"merged": result["merged"], "gallery_version": result["gallery_version"]}
+        return result
+
+    @r.post("/v1/identities/{name}/split", summary="Split templates off into a new identity (two people under "
+            "one name): one transaction, recalibrated, live swap.")
+    async def split(name: str, body: Split, request: Request) -> dict[str, Any]:
+        result = await run_in_threadpool(split_identity, faces, name, body.templates, body.name)
+        request.state.audit = {"into": result["into"], "templates": result["templates"],
+                               "gallery_version": result["gallery_version"]}
+        return result
+
+    return r

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from daemon.http import corrections
 from daemon.http.body import uploaded_photos
 from daemon.http.context import HttpContext
 from daemon.http.errors import PHOTO_BODY, ApiError, sees_paths
@@ -21,20 +20,6 @@ class Rename(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="The identity's new name.")
-
-
-class Merge(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    other: str = Field(description="The identity merged in: its templates, photos and negatives move, it is removed.")
-
-
-class Split(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    templates: list[int] = Field(description="Positions (1-based, as GET /v1/identities lists the photos) of the "
-                                 "templates that become the new identity.")
-    name: str = Field(description="The new identity's name.")
 
 
 def router(ctx: HttpContext) -> APIRouter:
@@ -91,29 +76,6 @@ def router(ctx: HttpContext) -> APIRouter:
         request.state.audit = {"templates": result["templates"], "gallery_version": result["gallery_version"],
                                **({"visitors_erased": result["visitors_erased"]} if "visitors_erased" in result
                                   else {})}
-        return result
-
-    @r.post("/v1/events/{seq}/reject", summary="Not this person: the face of a recent face.recognized event is "
-            "recorded as a negative of the identity it named, whose own threshold rises above it (no body).")
-    async def reject(seq: int, request: Request) -> dict[str, Any]:
-        result = await run_in_threadpool(corrections.reject_event, faces, ctx.hub, ctx.named, seq)
-        request.state.audit = {"identity": result["identity"], "threshold": result["threshold"],
-                               "gallery_version": result["gallery_version"]}
-        return result
-
-    @r.post("/v1/identities/{name}/merge", summary="Merge another identity into this one (one person under two "
-            "names): one transaction, recalibrated, live swap.")
-    async def merge(name: str, body: Merge, request: Request) -> dict[str, Any]:
-        result = await run_in_threadpool(corrections.merge, faces, name, body.other)
-        request.state.audit = {"merged": result["merged"], "gallery_version": result["gallery_version"]}
-        return result
-
-    @r.post("/v1/identities/{name}/split", summary="Split templates off into a new identity (two people under "
-            "one name): one transaction, recalibrated, live swap.")
-    async def split(name: str, body: Split, request: Request) -> dict[str, Any]:
-        result = await run_in_threadpool(corrections.split, faces, name, body.templates, body.name)
-        request.state.audit = {"into": result["into"], "templates": result["templates"],
-                               "gallery_version": result["gallery_version"]}
         return result
 
     @r.patch("/v1/identities/{name}", summary="Rename a person.")

@@ -85,7 +85,7 @@ def test_bad_corrections_are_one_line_exit_2_and_change_nothing(cli, lfw_small, 
         (("reject", "--event", str(unknown), "--events-jsonl", log, "--photo", log), "named nobody"),
         (("reject", "--event", "feedface", "--events-jsonl", log, "--photo", log), "no event 'feedface'"),
     ]:
-        rc, out, err = cli("gallery", *argv, "--gallery", db)
+        rc, _, err = cli("gallery", *argv, "--gallery", db)
         assert rc == 2 and message in one_error_line(err), (argv, err)
     assert _json(cli("gallery", "info", "--gallery", db, "--json")) == info
 

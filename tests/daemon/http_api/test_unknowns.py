@@ -201,8 +201,8 @@ def test_merge_and_split_through_the_api_round_trip(looped) -> None:
     assert r.status_code == 200, r.text
     merged = people()
     assert "joe_biden" not in merged and merged["barack_obama"] == before["barack_obama"] + before["joe_biden"]
-    _error(looped.request("POST", "/v1/identities/barack_obama/split", json={"templates": [2], "name": "alex_lacamoire"}),
-           409)
+    _error(looped.request("POST", "/v1/identities/barack_obama/split",
+                          json={"templates": [2], "name": "alex_lacamoire"}), 409)
     _error(looped.request("POST", "/v1/identities/barack_obama/split", json={"templates": [1, 2], "name": "x_y"}), 422)
     r = looped.request("POST", "/v1/identities/barack_obama/split", json={"templates": [2], "name": "joe_biden"})
     assert r.status_code == 200, r.text
