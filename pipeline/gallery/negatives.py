@@ -80,6 +80,8 @@ def reject(gallery: Gallery, name: str, vec: np.ndarray, source: str) -> dict:
         person = next((p for p in people if p.name == name), None)
         if person is None:
             raise GalleryError(f"no identity named {name!r} in {gallery.path}")
+        if gallery.calibration is None or gallery.threshold is None:  # written before calibration was automatic
+            raise GalleryError(f"gallery {gallery.path} is not calibrated: run 'facestream gallery calibrate' first")
         before = per_identity(gallery.calibration).get(name, gallery.threshold)
         negatives = gallery.negatives()
         negatives[name] = np.vstack([negatives.get(name, np.zeros((0, len(vec)), np.float32)), vec[None, :]])

@@ -109,6 +109,19 @@ def test_reject_from_the_event_log_raises_the_identitys_own_threshold(cli, hamil
     info = _json(cli("gallery", "info", "--gallery", db, "--json"))
     assert info["own_thresholds"] == {event["identity"]: r["threshold"]} and info["negatives"] == {event["identity"]: 1}
     assert info["version"] == before["version"] + 1 and info["threshold"] == before["threshold"]
+    # The matcher's rule: between the gallery's threshold and theirs, nobody is named (not the second best).
+    from pipeline.gallery import Gallery
+    from pipeline.gallery.operating_point import gallery_point
+    from pipeline.match import decide
+
+    g = Gallery.open(db)
+    point = gallery_point(g, g.identities(), "centroid", 0.01)
+    g.close()
+    who, other = event["identity"], next(n for n in info_names(cli, db) if n != event["identity"])
+    between = (info["threshold"] + r["threshold"]) / 2
+    assert decide([(who, between), (other, between - 0.5)], point.threshold, point.margin, point.own).identity is None
+    assert decide([(who, r["threshold"]), (other, 0.0)], point.threshold, point.margin, point.own).identity == who
+    assert decide([(other, between), (who, between - 0.5)], point.threshold, point.margin, point.own).identity == other
     # Removing the person removes their negatives too.
     assert cli("gallery", "remove", event["identity"], "--gallery", db)[0] == 0
     with sqlite3.connect(db) as conn:
@@ -129,3 +142,7 @@ def test_a_schema_1_gallery_is_upgraded_on_open(stills_gallery, tmp_path) -> Non
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert conn.execute("SELECT COUNT(*) FROM negatives").fetchone()[0] == 0
+
+
+def info_names(cli, db: Path) -> list[str]:
+    return [r["identity"] for r in _json(cli("gallery", "list", "--gallery", db, "--json"))]
