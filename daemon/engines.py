@@ -127,6 +127,6 @@ def load_gallery_state(settings: Settings, path: Path | str | None) -> tuple[Gal
             log.warning("identity_names_not_allowed", names=[clip(n) for n in bad[:10]], count=len(bad),
                         hint="names from before the name rule still match; rename each with 'facestream gallery "
                         "rename OLD NEW'")
-        return GalleryState(matcher, point.threshold, point.margin, g.version), g.model_id
+        return GalleryState(matcher, point.threshold, point.margin, g.version, own=point.own), g.model_id
     finally:
         g.close()

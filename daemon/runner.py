@@ -168,7 +168,7 @@ class Daemon:
         self._match = MatchStage(q["embedded"], q["matched"], state.matcher, state.threshold, state.margin,
                                  TrackJudge(p.min_faces, p.unknown_after), state.version,
                                  FaceGate(p.min_embed_px, 0.2, p.min_sharpness, d.min_prob),
-                                 face_votes=self.settings.door.audit is not None)
+                                 face_votes=self.settings.door.audit is not None, own=state.own)
         self._events = EventsStage(q["matched"], self._sinks, self.embedder.model_id,
                                    lambda: self._match.gallery_version, p.cooldown_s, self.stats, p.stats_interval_s,
                                    [])
@@ -214,7 +214,7 @@ class Daemon:
     def gallery_state(self) -> GalleryState:
         matcher, threshold, margin, version = self._match.state()
         return GalleryState(matcher, threshold, margin, version,
-                            self._follower.state if self._follower else "current")
+                            self._follower.state if self._follower else "current", self._match.own_thresholds())
 
     @property
     def face_gate(self) -> FaceGate:
@@ -235,7 +235,7 @@ class Daemon:
                 log.error("gallery_reload_refused_model_changed", gallery_model=model_id,
                           running=self.embedder.model_id)
                 return False
-            self._match.swap(state.matcher, state.threshold, state.margin, state.version)
+            self._match.swap(state.matcher, state.threshold, state.margin, state.version, state.own)
         log.info("gallery_reloaded", version=state.version)
         return True
 

@@ -19,6 +19,7 @@ class GalleryState:
     margin: float
     version: int
     state: str = "current"  # "stale": a shared gallery's database is lost; matching goes on with this one
+    own: dict[str, float] = field(default_factory=dict)  # identities' own thresholds ("not this person")
 
     @property
     def identities(self) -> int:

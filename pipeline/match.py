@@ -9,6 +9,7 @@ decision rule is the same for every backend.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,14 +34,18 @@ class Matcher(Protocol):
     def topk(self, vecs: np.ndarray, k: int) -> list[list[tuple[str, float]]]: ...
 
 
-def decide(candidates: list[tuple[str, float]], threshold: float, margin: float) -> MatchResult:
-    """Accept top-1 when its score reaches ``threshold`` and beats top-2 by at least ``margin``."""
+def decide(candidates: list[tuple[str, float]], threshold: float, margin: float,
+           own: Mapping[str, float] | None = None) -> MatchResult:
+    """Accept top-1 when its score reaches ``threshold`` (or top-1's own threshold in ``own``, when higher:
+    faces rejected as not them raised it, ``pipeline/gallery/negatives.py``) and beats top-2 by at least
+    ``margin``. A face refused by top-1's own threshold names nobody: it never falls through to top-2."""
     if not candidates:
         return MatchResult([], None, 0.0, 0.0)
     s1 = candidates[0][1]
     s2 = candidates[1][1] if len(candidates) > 1 else -1.0
     gap = s1 - s2
-    ok = s1 >= threshold and gap >= margin
+    t = max(threshold, own.get(candidates[0][0], threshold)) if own else threshold
+    ok = s1 >= t and gap >= margin
     return MatchResult(candidates, candidates[0][0] if ok else None, s1, gap)
 
 

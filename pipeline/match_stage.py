@@ -50,7 +50,7 @@ class MatchStage(Stage):
 
     def __init__(self, inq: queue.Queue[Any], outq: queue.Queue[Any], matcher: Matcher, threshold: float,
                  margin: float, judge: TrackJudge, gallery_version: int = 0, gate: FaceGate | None = None,
-                 decide_after_s: float = 1.0, face_votes: bool = False) -> None:
+                 decide_after_s: float = 1.0, face_votes: bool = False, own: dict[str, float] | None = None) -> None:
         super().__init__(inq, outq)
         self.face_votes = face_votes  # each face also matched on its own (door k-of-n votes)
         self.decide_after_s = decide_after_s
@@ -58,10 +58,17 @@ class MatchStage(Stage):
         self.gate = gate or FaceGate()
         self._lock = threading.Lock()
         self._state = (matcher, threshold, margin, gallery_version)
+        self._own: dict[str, float] = dict(own or {})  # identities' own thresholds (pipeline/gallery/negatives.py)
 
-    def swap(self, matcher: Matcher, threshold: float, margin: float, gallery_version: int) -> None:
+    def swap(self, matcher: Matcher, threshold: float, margin: float, gallery_version: int,
+             own: dict[str, float] | None = None) -> None:
         with self._lock:
             self._state = (matcher, threshold, margin, gallery_version)
+            self._own = dict(own or {})
+
+    def own_thresholds(self) -> dict[str, float]:
+        with self._lock:
+            return self._own
 
     def state(self) -> tuple[Matcher, float, float, int]:
         """(matcher, threshold, margin, gallery version) in use now, read together."""
@@ -78,7 +85,8 @@ class MatchStage(Stage):
             return None
         with self._lock:
             matcher, threshold, margin, _ = self._state
-        return decide(matcher.topk(agg[None, :], 5)[0], threshold, margin)
+            own = self._own
+        return decide(matcher.topk(agg[None, :], 5)[0], threshold, margin, own)
 
     def handle_failed(self, msg: Any) -> None:
         """Matching failed: the frame goes on without decisions, but its ended tracks still end."""
@@ -106,7 +114,9 @@ class MatchStage(Stage):
             if self.face_votes:
                 with self._lock:
                     matcher, threshold, margin, _ = self._state
-                face_identity = decide(matcher.topk(np.asarray(e.vec)[None, :], 2)[0], threshold, margin).identity
+                    own = self._own
+                face_identity = decide(matcher.topk(np.asarray(e.vec)[None, :], 2)[0], threshold, margin,
+                                       own).identity
             decisions.append(TrackDecision(e.track_id, e.detection, r.identity, r.score, r.margin, v.claimed,
                                            v.newly_claimed, v.unknown, v.faces, face_identity,
                                            tuple(r.candidates[:2])))

@@ -14,7 +14,9 @@ from tools.reports import save_figure, write_csv
 
 
 def run_identify(engine: StillEmbedder, matcher: Matcher, enrolled: set[str], probes: list[Source],
-                 threshold: float, margin: float, report_dir: Path | None = None) -> dict:
+                 threshold: float, margin: float, report_dir: Path | None = None,
+                 own: dict[str, float] | None = None) -> dict:
+    """``own``: identities' own thresholds (raised by rejected faces), applied as the daemon applies them."""
     results = engine.embed_files([p.path for p in probes], progress="probes")
     ok = [(p, r) for p, r in zip(probes, results, strict=True) if r.ok]
     failed = [(p, r) for p, r in zip(probes, results, strict=True) if not r.ok]
@@ -28,7 +30,7 @@ def run_identify(engine: StillEmbedder, matcher: Matcher, enrolled: set[str], pr
     open_set_impostors: list[float] = []
     per_id: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # probes, top1 hits, accepted correctly
     for (p, _), c in zip(ok, cands, strict=True):
-        d = decide(c, threshold, margin)
+        d = decide(c, threshold, margin, own)
         is_known = p.identity in enrolled
         names = [n for n, _ in c]
         if is_known:

@@ -54,7 +54,7 @@ def cmd_identify(args: argparse.Namespace, settings: Settings, out: Callable[[di
     engine = engine_for_gallery(settings, gallery.model_id, EmbeddingCache(settings.cache_dir / "embeddings.sqlite"),
                                 "center", f"gallery {gallery.path}")
     result = run_identify(engine, matcher, set(gallery.names()), probes, point.threshold, point.margin,
-                          Path(args.report) if args.report else None)
+                          Path(args.report) if args.report else None, point.own)
     result["operating_point"] = point.source
     out(result, args.json)
     return 0

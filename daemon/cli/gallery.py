@@ -1,4 +1,5 @@
-"""``facestream gallery build|add|remove|rename|list|info|export|calibrate``: argument wiring only."""
+"""``facestream gallery build|add|remove|rename|list|info|export|calibrate|migrate`` (and ``reject|merge|split``
+from ``gallery_fix.py``): argument wiring only."""
 
 from __future__ import annotations
 
@@ -165,6 +166,11 @@ def cmd_list(args: argparse.Namespace, settings: Settings, out: Callable[[dict, 
     gallery = Gallery.open(_gallery_path(args, settings))
     _warn_bad_names(gallery)
     people = gallery.identities()
+    if args.templates:  # the positions gallery split takes
+        rows = [{"identity": p.name, "template": i, "photo": path, "outlier": bool(o)}
+                for p in people for i, (path, o) in enumerate(zip(p.paths, p.outlier, strict=True), 1)]
+        print_rows(rows, args.json, "{identity:<32} {template:>4}  {photo}")
+        return 0
     rows = [{"identity": p.name, "templates": len(p.paths), "outliers": int(p.outlier.sum())} for p in people]
     print_rows(rows, args.json, "{identity:<32} {templates:>4} template(s)  {outliers} outlier(s)")
     return 0
@@ -266,8 +272,13 @@ def add_commands(sub: Any) -> None:
     rn.set_defaults(func=run(cmd_rename))
     for name, func, text in (("list", cmd_list, "enrolled people"), ("info", cmd_info, "counts, model, calibration")):
         sp = gal.add_parser(name, help=text)
+        if name == "list":
+            sp.add_argument("--templates", action="store_true", help="every template with its position (for split)")
         common(sp)
         sp.set_defaults(func=run(func))
+    from daemon.cli import gallery_fix
+
+    gallery_fix.add_commands(gal, common, run)
     ex = gal.add_parser("export", help="write PREFIX.npz and PREFIX.json for other tools")
     ex.add_argument("--out", required=True, help="output prefix")
     common(ex)

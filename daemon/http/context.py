@@ -23,3 +23,4 @@ class HttpContext:
     metrics: DaemonMetrics
     status: Callable[[bool], dict[str, Any]]  # GET /v1/status; the flag: the caller may see server paths
     unknowns: Any = None  # the unknown visitors' store (daemon/stores/unknowns.py), None when not kept
+    named: Any = None  # the faces of recent face.recognized events (daemon/http/named_faces.py)

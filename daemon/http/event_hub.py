@@ -67,6 +67,11 @@ class EventHub:
             items = items[-limit:]
         return [{"seq": s, **b} for s, _, b in items]
 
+    def event(self, seq: int) -> tuple[str, dict[str, Any]] | None:
+        """(topic, body) of the recent event ``seq``; None once it has left the recent ones (or never was)."""
+        with self._lock:
+            return next(((t, b) for s, t, b in self._recent if s == seq), None)
+
     async def stream(self, topics: tuple[str, ...], last_id: int | None) -> AsyncIterator[str]:
         """SSE text: first the recent events after ``last_id`` (none for a new client), then each new one; a
         comment every 15 s keeps proxies from closing an idle stream."""

@@ -180,7 +180,7 @@ class FaceService:
         faces = []
         for i, (det, chip, vec) in enumerate(zip(dets, chips, vecs, strict=True)):
             why = gate.reject(FaceEmbedding(i, vec, det, face_quality(det), laplacian_blur(chip)))
-            r = decide(matcher.topk(np.asarray(vec)[None, :], 5)[0], threshold, margin)
+            r = decide(matcher.topk(np.asarray(vec)[None, :], 5)[0], threshold, margin, state.own)
             identity = r.identity if why is None else None
             faces.append({
                 "box": [round(float(v), 1) for v in det.box],
@@ -265,6 +265,19 @@ class FaceService:
                     "threshold": g.threshold, "margin": g.margin}
         finally:
             g.close()
+
+    @contextlib.contextmanager
+    def open_for_write(self) -> Iterator[Gallery]:
+        """The gallery, open, one photo request or gallery write at a time (``daemon/http/corrections.py``)."""
+        g = self._open()
+        try:
+            with self._lock:
+                yield g
+        finally:
+            g.close()
+
+    def changed(self, action: str, **body: Any) -> int:
+        return self._changed(action, **body)
 
     def _changed(self, action: str, **body: Any) -> int:
         """Swap the new gallery into the running pipeline and tell every sink; returns the version now in use."""

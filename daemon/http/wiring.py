@@ -25,6 +25,7 @@ def attach_http(daemon: Daemon, unknowns: Any = None) -> Daemon:
     from daemon.http.faces import DaemonLink, FaceService
     from daemon.http.live_view import LiveView
     from daemon.http.metrics import DaemonMetrics
+    from daemon.http.named_faces import NamedFaces
     from daemon.http.server import HttpServer
 
     settings = daemon.settings
@@ -43,10 +44,14 @@ def attach_http(daemon: Daemon, unknowns: Any = None) -> Daemon:
         daemon.add_sink(sink, first=True)
     daemon.add_observer(view)
     daemon.add_observer(metrics)
+    gate = daemon.face_gate
+    named = NamedFaces(lambda e: gate.reject(e) is None, max(1024, settings.http.recent_events))
+    daemon.add_annotator(named)  # so POST /v1/events/{seq}/reject finds the face an event named
+    daemon.add_observer(named)
     faces = FaceService(DaemonLink(settings, daemon.embedder, daemon.gallery_path, daemon.gallery_state,
                                    lambda: daemon.face_gate, daemon.reload_gallery, daemon.publish))
     ctx = HttpContext(settings.http, faces, hub, view, metrics, lambda paths: status(daemon, view, hub, paths),
-                      unknowns.store if unknowns is not None else None)
+                      unknowns.store if unknowns is not None else None, named)
     audit_path = settings.http.audit_log or _default_audit(daemon)
     audit = (ApiAudit(audit_path, settings.paths.state_dir / "spool",
                       rotate_daily=settings.retention.audit_days is not None) if audit_path is not None else None)

@@ -132,6 +132,16 @@ def recalibrate(gallery: Gallery, target_far: float, bump: bool = False) -> dict
     if not people:
         gallery.set_calibration(None, 0.0, None, bump)
         return {"threshold": None, "margin": 0.0, "method": "empty gallery"}
-    figures = calibrate_gallery(people, gallery.model_id, target_far)
+    figures = full_calibration(people, gallery.negatives(), gallery.model_id, target_far)
     gallery.set_calibration(figures["threshold"], figures["margin"], figures, bump)
+    return figures
+
+
+def full_calibration(people: list[Identity], negatives: dict[str, np.ndarray], model_id: str,
+                     target_far: float) -> dict:
+    """The gallery's calibration with each identity's own threshold raised by its negatives (``per_identity``)."""
+    from pipeline.gallery.negatives import with_own_thresholds
+
+    figures = with_own_thresholds(calibrate_gallery(people, model_id, target_far), people, negatives)
+    assert figures is not None
     return figures

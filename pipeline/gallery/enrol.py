@@ -11,15 +11,18 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.csv_files import write_dicts
 from pipeline.gallery.calibration import recalibrate
 from pipeline.gallery.photo_list import Source
-from pipeline.gallery.stills import FaceResult, StillEmbedder
 from pipeline.gallery.store import Gallery, Identity
 from pipeline.names import check_new_name
+
+if TYPE_CHECKING:  # types only: merge and split (trimmed_centroid) import neither torch nor OpenCV
+    from pipeline.gallery.stills import FaceResult, StillEmbedder
 
 
 @dataclass(frozen=True)

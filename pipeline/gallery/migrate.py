@@ -65,11 +65,15 @@ def _copy(source: Gallery, target: Gallery) -> dict[str, Any]:
         cached += len(batch)
     target.set_calibration(source.threshold, source.margin, source.calibration, bump=False)
     target.copy_identities(people, sources)
+    for name, vecs in source.negatives().items():  # "not this person" faces, with the calibration they raised
+        for vec in vecs:
+            target.add_negative(name, vec, f"migrated from {source.path.name}", source.calibration)
     n_id, n_t, n_out = target.counts()
     if (n_id, n_t) != source.counts()[:2]:
         raise GalleryError(f"migration into {target.path} wrote {n_id} identities and {n_t} templates; the "
                            f"source holds {source.counts()[0]} and {source.counts()[1]}")
     return {"from": str(source.path), "to": str(target.path), "model": target.model_id, "identities": n_id,
             "templates": n_t, "outliers": n_out, "photos_offered": sum(len(v) for v in sources.values()),
-            "cached_embeddings": cached, "threshold": target.threshold, "margin": target.margin,
+            "cached_embeddings": cached, "negatives": sum(len(v) for v in target.negatives().values()),
+            "threshold": target.threshold, "margin": target.margin,
             "version": target.version}

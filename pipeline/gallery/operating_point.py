@@ -13,7 +13,7 @@ median). On LFW this gave 0.3-0.5 % of 1,500 strangers accepted at a 1 % target 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,9 +30,12 @@ class OperatingPoint:
     threshold: float
     margin: float
     source: str
+    own: dict[str, float] = field(default_factory=dict)  # identities' own thresholds ("not this person")
 
     def describe(self) -> str:
-        return f"threshold {self.threshold:.4f}, margin {self.margin:.3f} ({self.source})"
+        raised = f"; {len(self.own)} identit{'y' if len(self.own) == 1 else 'ies'} with an own threshold" \
+            if self.own else ""
+        return f"threshold {self.threshold:.4f}, margin {self.margin:.3f} ({self.source}){raised}"
 
 
 def tail_threshold(model_id: str, per_comparison_far: float) -> float:
@@ -83,10 +86,14 @@ def prior_point(model_id: str, people: list[Identity], target_far: float) -> Ope
 def gallery_point(gallery: Gallery, people: list[Identity], matcher: str, target_far: float,
                   threshold: float | None = None, margin: float | None = None) -> OperatingPoint:
     """The operating point a command matches ``gallery`` at: overrides, else the stored calibration,
-    else (a gallery written before calibration was automatic) the size-aware prior."""
+    else (a gallery written before calibration was automatic) the size-aware prior. The identities' own
+    thresholds (cosines raised by rejected faces) hold with every centroid operating point, a user's too."""
+    from pipeline.gallery.negatives import per_identity
+
+    own = per_identity(gallery.calibration) if matcher != "svm" else {}
     if threshold is not None:
         m = margin if margin is not None else gallery.margin
-        return OperatingPoint(float(threshold), float(m), "set by the user")
+        return OperatingPoint(float(threshold), float(m), "set by the user", own)
     if matcher == "svm":
         return OperatingPoint(SVM_THRESHOLD, float(margin if margin is not None else 0.0),
                               "SVM probability threshold")
@@ -95,7 +102,8 @@ def gallery_point(gallery: Gallery, people: list[Identity], matcher: str, target
         m = margin if margin is not None else gallery.margin
         how = cal.get("method", f"leave-identity-out at target FAR {cal.get('target_far')}")
         src = f"gallery calibration: {how}"
-        return OperatingPoint(float(gallery.threshold), float(m), src + ("" if margin is None else ", margin set"))
+        return OperatingPoint(float(gallery.threshold), float(m), src + ("" if margin is None else ", margin set"),
+                              own)
     point = prior_point(gallery.model_id, people, target_far)
     m = point.margin if margin is None else float(margin)
-    return OperatingPoint(point.threshold, m, "uncalibrated gallery: " + point.source)
+    return OperatingPoint(point.threshold, m, "uncalibrated gallery: " + point.source, own)

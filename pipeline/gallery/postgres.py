@@ -22,7 +22,7 @@ from pipeline.gallery.cache import CachedFace, EmbeddingCache
 from pipeline.gallery.store import Gallery, GalleryError, Identity, register_backend
 from pipeline.pg import NOTIFY_CHANNEL, PgError, PgUrl, check_store, connect, create_store, is_pg_url, parse_url
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: gallery_negatives ("not this person", pipeline/gallery/negatives.py)
 KIND = "gallery"
 _WRITE_LOCK = 0x46535457  # "FSTW": one gallery write at a time, across hosts
 
@@ -41,7 +41,14 @@ CREATE TABLE facestream.gallery_sources (identity TEXT NOT NULL, sha256 TEXT NOT
 CREATE TABLE facestream.gallery_faces (key TEXT PRIMARY KEY, sha256 TEXT NOT NULL, reason TEXT, vec BYTEA, info TEXT);
 CREATE INDEX gallery_faces_sha ON facestream.gallery_faces(sha256);
 """
-TABLES = ("gallery_meta", "gallery_identities", "gallery_templates", "gallery_sources", "gallery_faces")
+NEGATIVES_DDL = """
+CREATE TABLE IF NOT EXISTS facestream.gallery_negatives (
+    id BIGSERIAL PRIMARY KEY, identity TEXT NOT NULL, vec BYTEA NOT NULL, source TEXT NOT NULL,
+    added DOUBLE PRECISION NOT NULL);
+CREATE INDEX IF NOT EXISTS gallery_negatives_identity ON facestream.gallery_negatives(identity);
+"""
+TABLES = ("gallery_meta", "gallery_identities", "gallery_templates", "gallery_sources", "gallery_faces",
+          "gallery_negatives")
 
 
 def _blob(v: np.ndarray) -> bytes:
@@ -57,6 +64,16 @@ def _open_conn(url: PgUrl) -> Any:
         return connect(url, "gallery")
     except PgError as exc:
         raise GalleryError(str(exc)) from None
+
+
+def _upgrade(conn: Any) -> None:
+    """Schema 1 -> 2 (the negatives table), in one transaction under the store lock; nothing for schema 2."""
+    with conn.transaction():
+        row = conn.execute("SELECT schema_version FROM facestream.stores WHERE kind = %s FOR UPDATE",
+                           (KIND,)).fetchone()
+        if row is not None and row[0] < SCHEMA_VERSION:
+            conn.execute(NEGATIVES_DDL)
+            conn.execute("UPDATE facestream.stores SET schema_version = %s WHERE kind = %s", (SCHEMA_VERSION, KIND))
 
 
 class PgFaceCache:
@@ -88,6 +105,20 @@ class PgFaceCache:
             sha, _, ctx = key.partition("|")
             yield sha, ctx, CachedFace(_vec(vec) if vec is not None else None, reason,
                                        json.loads(info) if info else {})
+
+
+def _insert_person(cur: Any, p: Identity, now: float) -> None:
+    """``p`` with its templates in order, replacing a same-named identity (inside the caller's transaction)."""
+    cur.execute("DELETE FROM facestream.gallery_identities WHERE name = %s", (p.name,))
+    cur.execute("INSERT INTO facestream.gallery_identities(name, centroid, created, updated) VALUES "
+                "(%s, %s, %s, %s) RETURNING id", (p.name, _blob(p.centroid), now, now))
+    iid = cur.fetchone()[0]
+    cur.executemany(
+        "INSERT INTO facestream.gallery_templates(identity_id, sha256, path, vec, prob, face_px, blur, "
+        "outlier, added) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        [(iid, sha, path, _blob(v), q.get("prob"), q.get("face_px"), q.get("blur"), bool(o), now)
+         for v, o, path, sha, q in zip(p.templates, p.outlier, p.paths, p.sha256s,
+                                       p.quality or [{}] * len(p.paths), strict=True)])
 
 
 class PgChangeFeed:
@@ -129,7 +160,7 @@ class PgGallery(Gallery):
             meta = {"model_id": model_id, "dim": str(dim), "created": now, "updated": now, "version": "0",
                     "revision": "0", "threshold": "null", "margin": "0", "calibration": "null"}
             rows = [("INSERT INTO facestream.gallery_meta(key, value) VALUES (%s, %s)", kv) for kv in meta.items()]
-            create_store(conn, url, KIND, SCHEMA_VERSION, "gallery", DDL, rows)
+            create_store(conn, url, KIND, SCHEMA_VERSION, "gallery", DDL + NEGATIVES_DDL, rows)
         except PgError as exc:
             conn.close()
             raise GalleryError(str(exc)) from None
@@ -145,6 +176,7 @@ class PgGallery(Gallery):
         conn = _open_conn(url)
         try:
             check_store(conn, url, KIND, SCHEMA_VERSION, "gallery", must_exist=True)
+            _upgrade(conn)
             present = {r[0] for r in conn.execute(
                 "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = 'facestream'")}
             if missing := sorted(set(TABLES) - present):
@@ -266,17 +298,10 @@ class PgGallery(Gallery):
             if not keep_others:
                 cur.execute("DELETE FROM facestream.gallery_identities WHERE NOT (name = ANY(%s))",
                             ([p.name for p in people],))
+                cur.execute("DELETE FROM facestream.gallery_negatives WHERE NOT (identity = ANY(%s))",
+                            ([p.name for p in people],))
             for p in people:
-                cur.execute("DELETE FROM facestream.gallery_identities WHERE name = %s", (p.name,))
-                cur.execute("INSERT INTO facestream.gallery_identities(name, centroid, created, updated) VALUES "
-                            "(%s, %s, %s, %s) RETURNING id", (p.name, _blob(p.centroid), now, now))
-                iid = cur.fetchone()[0]
-                cur.executemany(
-                    "INSERT INTO facestream.gallery_templates(identity_id, sha256, path, vec, prob, face_px, blur, "
-                    "outlier, added) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    [(iid, sha, path, _blob(v), q.get("prob"), q.get("face_px"), q.get("blur"), bool(o), now)
-                     for v, o, path, sha, q in zip(p.templates, p.outlier, p.paths, p.sha256s,
-                                                   p.quality or [{}] * len(p.paths), strict=True)])
+                _insert_person(cur, p, now)
             self._touch()
 
     def remove(self, name: str) -> int:
@@ -293,6 +318,7 @@ class PgGallery(Gallery):
             c.execute("DELETE FROM facestream.gallery_templates WHERE identity_id = %s", (row[0],))
             c.execute("DELETE FROM facestream.gallery_identities WHERE id = %s", (row[0],))
             c.execute("DELETE FROM facestream.gallery_sources WHERE identity = %s", (name,))
+            c.execute("DELETE FROM facestream.gallery_negatives WHERE identity = %s", (name,))
             still = {r[0] for r in c.execute("SELECT sha256 FROM facestream.gallery_templates UNION SELECT sha256 "
                                              "FROM facestream.gallery_sources")}
             c.execute("DELETE FROM facestream.gallery_faces WHERE sha256 = ANY(%s)",
@@ -312,6 +338,49 @@ class PgGallery(Gallery):
                          (new, time.time(), old)).rowcount == 0:
                 raise GalleryError(f"no identity named {old!r} in {self.url}")
             c.execute("UPDATE facestream.gallery_sources SET identity = %s WHERE identity = %s", (new, old))
+            c.execute("UPDATE facestream.gallery_negatives SET identity = %s WHERE identity = %s", (new, old))
+            self._touch()
+
+    # ---- corrections ---------------------------------------------------------------------
+    def negatives(self) -> dict[str, np.ndarray]:
+        out: dict[str, list[np.ndarray]] = {}
+        for name, vec in self.conn.execute("SELECT identity, vec FROM facestream.gallery_negatives ORDER BY id"):
+            out.setdefault(name, []).append(_vec(vec))
+        return {n: np.stack(v) for n, v in out.items()}
+
+    def _store_calibration(self, cur: Any, figures: dict | None) -> None:
+        cur.executemany("INSERT INTO facestream.gallery_meta(key, value) VALUES (%s, %s) ON CONFLICT (key) DO "
+                        "UPDATE SET value = EXCLUDED.value", [
+                            ("threshold", json.dumps((figures or {}).get("threshold"))),
+                            ("margin", json.dumps((figures or {}).get("margin", 0.0))),
+                            ("calibration", json.dumps(figures))])
+
+    def add_negative(self, name: str, vec: np.ndarray, source: str, figures: dict | None) -> None:
+        with self._write() as c, c.cursor() as cur:
+            if not cur.execute("SELECT 1 FROM facestream.gallery_identities WHERE name = %s", (name,)).fetchone():
+                raise GalleryError(f"no identity named {name!r} in {self.url}")
+            cur.execute("INSERT INTO facestream.gallery_negatives(identity, vec, source, added) VALUES "
+                        "(%s, %s, %s, %s)", (name, _blob(vec), source, time.time()))
+            self._store_calibration(cur, figures)
+            self._touch()
+
+    def regroup(self, people: list[Identity], drop: list[str], moves: dict[str, str], sources: dict[str, set[str]],
+                figures: dict | None) -> None:
+        now = time.time()
+        with self._write() as c, c.cursor() as cur:
+            for old, new in moves.items():
+                cur.execute("INSERT INTO facestream.gallery_sources(identity, sha256) SELECT %s, sha256 FROM "
+                            "facestream.gallery_sources WHERE identity = %s ON CONFLICT DO NOTHING", (new, old))
+                cur.execute("DELETE FROM facestream.gallery_sources WHERE identity = %s", (old,))
+                cur.execute("UPDATE facestream.gallery_negatives SET identity = %s WHERE identity = %s", (new, old))
+            cur.executemany("INSERT INTO facestream.gallery_sources(identity, sha256) VALUES (%s, %s) ON CONFLICT "
+                            "DO NOTHING", [(n, sha) for n, shas in sources.items() for sha in sorted(shas)])
+            for name in drop:
+                cur.execute("DELETE FROM facestream.gallery_identities WHERE name = %s", (name,))
+                cur.execute("DELETE FROM facestream.gallery_negatives WHERE identity = %s", (name,))
+            for p in people:
+                _insert_person(cur, p, now)
+            self._store_calibration(cur, figures)
             self._touch()
 
     def counts(self) -> tuple[int, int, int]:

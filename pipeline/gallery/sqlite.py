@@ -22,7 +22,7 @@ from pipeline.gallery.cache import EmbeddingCache
 from pipeline.gallery.store import Gallery, GalleryError, Identity, is_url, register_backend
 from pipeline.private_files import PRIVATE_MODE, tighten
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: negatives ("not this person", pipeline/gallery/negatives.py)
 APP_ID = 0x46535447  # "FSTG": marks the file as a facestream gallery
 
 GALLERY_SCHEMA = """
@@ -53,10 +53,21 @@ CREATE TABLE sources (
     PRIMARY KEY (identity, sha256)
 );
 """
+# By name, like sources: an identity re-enrolled (its row replaced) keeps its negatives.
+NEGATIVES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS negatives (
+    id INTEGER PRIMARY KEY,
+    identity TEXT NOT NULL,
+    vec BLOB NOT NULL,
+    source TEXT NOT NULL,
+    added REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS negatives_identity ON negatives(identity);
+"""
 
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-REQUIRED_TABLES = frozenset({"meta", "identities", "templates", "sources", "faces"})
+REQUIRED_TABLES = frozenset({"meta", "identities", "templates", "sources", "faces", "negatives"})
 SIDE_FILES = ("-journal", "-wal", "-shm")
 
 
@@ -98,6 +109,19 @@ def _vec(b: bytes) -> np.ndarray:
     return np.frombuffer(b, dtype=np.float32).copy()
 
 
+def _insert_person(cur: sqlite3.Connection, p: Identity, now: float) -> None:
+    """``p`` with its templates in order, replacing a same-named identity (inside the caller's transaction)."""
+    cur.execute("DELETE FROM identities WHERE name = ?", (p.name,))
+    iid = cur.execute("INSERT INTO identities(name, centroid, created, updated) VALUES (?, ?, ?, ?)",
+                      (p.name, _blob(p.centroid), now, now)).lastrowid
+    cur.executemany(
+        "INSERT INTO templates(identity_id, sha256, path, vec, prob, face_px, blur, outlier, added) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(iid, sha, path, _blob(v), q.get("prob"), q.get("face_px"), q.get("blur"), int(o), now)
+         for v, o, path, sha, q in zip(p.templates, p.outlier, p.paths, p.sha256s,
+                                       p.quality or [{}] * len(p.paths), strict=True)])
+
+
 class SqliteGallery(Gallery):
     """A gallery file; reads are cheap, writes are transactions."""
 
@@ -126,8 +150,8 @@ class SqliteGallery(Gallery):
         conn = sqlite3.connect(str(path))
         try:
             # One script, one transaction: the application id that marks a gallery lands last.
-            conn.executescript(f"BEGIN; {GALLERY_SCHEMA} {CACHE_SCHEMA} INSERT INTO meta(key, value) VALUES "
-                               f"{values}; PRAGMA user_version = {SCHEMA_VERSION}; "
+            conn.executescript(f"BEGIN; {GALLERY_SCHEMA} {NEGATIVES_SCHEMA} {CACHE_SCHEMA} INSERT INTO meta(key, "
+                               f"value) VALUES {values}; PRAGMA user_version = {SCHEMA_VERSION}; "
                                f"PRAGMA application_id = {APP_ID}; COMMIT;")
         except sqlite3.Error:
             conn.close()
@@ -160,9 +184,11 @@ class SqliteGallery(Gallery):
                 raise GalleryError(f"gallery {path} has schema {version}, newer than this facestream supports "
                                    f"({SCHEMA_VERSION}); upgrade facestream")
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if missing := sorted(REQUIRED_TABLES - tables):
+            if missing := sorted(REQUIRED_TABLES - tables - ({"negatives"} if version < 2 else set())):
                 raise GalleryError(f"gallery {path} is damaged: table(s) {', '.join(missing)} missing")
             built = (conn.execute("SELECT value FROM meta WHERE key = 'model_id'").fetchone() or [""])[0]
+            if version < SCHEMA_VERSION:  # schema 1 -> 2: the negatives table, in one transaction
+                conn.executescript(f"BEGIN; {NEGATIVES_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         except sqlite3.OperationalError as exc:
             conn.close()
             if "locked" in str(exc) or "busy" in str(exc):
@@ -250,19 +276,11 @@ class SqliteGallery(Gallery):
                                 [(name, sha) for sha in shas])
             if not keep_others:
                 keep = {p.name for p in people}
-                cur.executemany("DELETE FROM identities WHERE name = ?",
-                                [(n,) for (n,) in cur.execute("SELECT name FROM identities") if n not in keep])
+                gone = [(n,) for (n,) in cur.execute("SELECT name FROM identities") if n not in keep]
+                cur.executemany("DELETE FROM identities WHERE name = ?", gone)
+                cur.executemany("DELETE FROM negatives WHERE identity = ?", gone)
             for p in people:
-                cur.execute("DELETE FROM identities WHERE name = ?", (p.name,))
-                iid = cur.execute("INSERT INTO identities(name, centroid, created, updated) VALUES (?, ?, ?, ?)",
-                                  (p.name, _blob(p.centroid), now, now)).lastrowid
-                cur.executemany(
-                    "INSERT INTO templates(identity_id, sha256, path, vec, prob, face_px, blur, outlier, added) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(iid, sha, path, _blob(v), q.get("prob"), q.get("face_px"), q.get("blur"), int(o), now)
-                     for v, o, path, sha, q in zip(p.templates, p.outlier, p.paths, p.sha256s,
-                                                   p.quality or [{}] * len(p.paths), strict=True)],
-                )
+                _insert_person(cur, p, now)
             self._touch(cur)
 
     def remove(self, name: str) -> int:
@@ -277,6 +295,7 @@ class SqliteGallery(Gallery):
             cur.execute("DELETE FROM templates WHERE identity_id = ?", (row[0],))
             cur.execute("DELETE FROM identities WHERE id = ?", (row[0],))
             cur.execute("DELETE FROM sources WHERE identity = ?", (name,))
+            cur.execute("DELETE FROM negatives WHERE identity = ?", (name,))
             # A photo shared with another identity keeps its cache row (it is still in use).
             still = {r[0] for r in cur.execute("SELECT sha256 FROM templates UNION SELECT sha256 FROM sources")}
             cur.executemany("DELETE FROM faces WHERE sha256 = ?",
@@ -292,6 +311,47 @@ class SqliteGallery(Gallery):
                            (new, time.time(), old)).rowcount == 0:
                 raise GalleryError(f"no identity named {old!r} in {self.path}")
             cur.execute("UPDATE sources SET identity = ? WHERE identity = ?", (new, old))
+            cur.execute("UPDATE negatives SET identity = ? WHERE identity = ?", (new, old))
+            self._touch(cur)
+
+    # ---- corrections ---------------------------------------------------------------------
+    def negatives(self) -> dict[str, np.ndarray]:
+        out: dict[str, list[np.ndarray]] = {}
+        for name, vec in self.conn.execute("SELECT identity, vec FROM negatives ORDER BY id"):
+            out.setdefault(name, []).append(_vec(vec))
+        return {n: np.stack(v) for n, v in out.items()}
+
+    def _store_calibration(self, cur: sqlite3.Connection, figures: dict | None) -> None:
+        cur.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", [
+            ("threshold", json.dumps((figures or {}).get("threshold"))),
+            ("margin", json.dumps((figures or {}).get("margin", 0.0))), ("calibration", json.dumps(figures))])
+
+    def add_negative(self, name: str, vec: np.ndarray, source: str, figures: dict | None) -> None:
+        with self.conn as cur:
+            if not cur.execute("SELECT 1 FROM identities WHERE name = ?", (name,)).fetchone():
+                raise GalleryError(f"no identity named {name!r} in {self.path}")
+            cur.execute("INSERT INTO negatives(identity, vec, source, added) VALUES (?, ?, ?, ?)",
+                        (name, _blob(vec), source, time.time()))
+            self._store_calibration(cur, figures)
+            self._touch(cur)
+
+    def regroup(self, people: list[Identity], drop: list[str], moves: dict[str, str], sources: dict[str, set[str]],
+                figures: dict | None) -> None:
+        now = time.time()
+        with self.conn as cur:  # one transaction: commits at the end, rolls back on any error
+            for old, new in moves.items():
+                cur.execute("INSERT OR IGNORE INTO sources(identity, sha256) SELECT ?, sha256 FROM sources WHERE "
+                            "identity = ?", (new, old))
+                cur.execute("DELETE FROM sources WHERE identity = ?", (old,))
+                cur.execute("UPDATE negatives SET identity = ? WHERE identity = ?", (new, old))
+            cur.executemany("INSERT OR IGNORE INTO sources(identity, sha256) VALUES (?, ?)",
+                            [(n, sha) for n, shas in sources.items() for sha in sorted(shas)])
+            for name in drop:
+                cur.execute("DELETE FROM identities WHERE name = ?", (name,))  # templates by cascade
+                cur.execute("DELETE FROM negatives WHERE identity = ?", (name,))
+            for p in people:
+                _insert_person(cur, p, now)
+            self._store_calibration(cur, figures)
             self._touch(cur)
 
     def counts(self) -> tuple[int, int, int]:

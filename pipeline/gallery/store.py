@@ -214,6 +214,23 @@ class Gallery(ABC):
     def counts(self) -> tuple[int, int, int]:
         """(identities, templates, outlier templates)."""
 
+    # ---- corrections: "not this person", merge and split ---------------------------------------
+    @abstractmethod
+    def negatives(self) -> dict[str, np.ndarray]:
+        """Identity name -> the faces recorded as not them, (k, D) unit vectors (``pipeline/gallery/negatives.py``)."""
+
+    @abstractmethod
+    def add_negative(self, name: str, vec: np.ndarray, source: str, figures: dict | None) -> None:
+        """Record ``vec`` as not ``name`` (``source``: where the face came from) and store the calibration
+        ``figures`` it changes, in one transaction that bumps the version."""
+
+    @abstractmethod
+    def regroup(self, people: list[Identity], drop: list[str], moves: dict[str, str], sources: dict[str, set[str]],
+                figures: dict | None) -> None:
+        """Merge and split as one transaction: write ``people`` (replacing same-named ones), erase the identities
+        in ``drop`` (their templates; not the cached embeddings, which ``people`` still use), move the offered
+        photos and negatives of each ``moves`` key to its value, add ``sources``, store the calibration."""
+
     def info(self) -> dict:
         n_id, n_t, n_out = self.counts()
         return {
@@ -223,6 +240,9 @@ class Gallery(ABC):
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(self.meta("created") or 0))),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(self.meta("updated") or 0))),
             "calibration": self.calibration,
+            "own_thresholds": {n: v["threshold"]
+                               for n, v in ((self.calibration or {}).get("per_identity") or {}).items()},
+            "negatives": {n: len(v) for n, v in self.negatives().items()},
         }
 
 

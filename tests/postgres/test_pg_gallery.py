@@ -14,7 +14,7 @@ from models.registry import EMBEDDERS
 from pipeline.gallery import Gallery, GalleryError, Identity
 from pipeline.gallery.cache import CachedFace
 from pipeline.gallery.calibration import recalibrate
-from pipeline.gallery.postgres import TABLES
+from pipeline.gallery.postgres import SCHEMA_VERSION, TABLES
 
 DLIB = EMBEDDERS["dlib-resnet-v1"]
 
@@ -124,6 +124,37 @@ def test_bad_locations_are_one_line_exit_2_and_nothing_written(pg, cli, tmp_path
     for argv in (["gallery", "remove", "alice", "--gallery", newer], ["gallery", "list", "--gallery", newer]):
         rc, _, err = cli(*argv)
         assert rc == 2
-        one_error_line(err, "gal_newer", "has schema 2, newer than this facestream supports (1)")
+        one_error_line(err, "gal_newer", f"has schema {SCHEMA_VERSION + 1}, newer than this facestream supports "
+                       f"({SCHEMA_VERSION})")
     assert pg.sql("SELECT key, value FROM facestream.gallery_meta ORDER BY key", "gal_newer") == before
     assert pg.sql("SELECT count(*) FROM facestream.gallery_identities", "gal_newer") == [(1,)]
+
+
+def test_negatives_merge_and_split_are_one_transaction_each_and_schema_1_is_upgraded(pg) -> None:
+    from pipeline.gallery.negatives import reject
+    from pipeline.gallery.regroup import merge, split
+
+    url = pg.new_db("gal_fix")
+    rng = np.random.default_rng(2)
+    g = Gallery.create(url, DLIB.model_id, DLIB.dim)
+    g.replace_identities([person(n, rng, 4) for n in ("alice", "bob", "carol")], keep_others=True)
+    recalibrate(g, 0.01)
+    alice = g.identities()[0]
+    near = alice.centroid + 0.02 * rng.normal(size=DLIB.dim).astype(np.float32)
+    r = reject(g, "alice", near, "test")
+    assert r["negatives"] == 1 and g.version == 2 and g.info()["own_thresholds"]["alice"] == r["threshold"]
+    assert merge(g, "alice", "bob", 0.01)["templates"] == 8 and g.names() == ["alice", "carol"] and g.version == 3
+    with pytest.raises(GalleryError, match="already exists"):
+        split(g, "alice", [5], "carol", 0.01)
+    assert g.version == 3 and g.counts()[1] == 12
+    split(g, "alice", [5, 6, 7, 8], "bob", 0.01)
+    assert g.names() == ["alice", "bob", "carol"] and g.version == 4 and set(g.negatives()) == {"alice"}
+    assert g.remove("alice") == 4 and rows_naming(pg, "gal_fix", "alice", [])["gallery_negatives"] == 0
+    # A gallery written by schema 1 (no negatives table) is upgraded when opened.
+    g.close()
+    pg.sql("DROP TABLE facestream.gallery_negatives", "gal_fix")
+    pg.sql("UPDATE facestream.stores SET schema_version = 1 WHERE kind = 'gallery'", "gal_fix")
+    g = Gallery.open(url)
+    assert g.negatives() == {} and pg.sql("SELECT schema_version FROM facestream.stores WHERE kind = 'gallery'",
+                                          "gal_fix") == [(2,)]
+    g.close()

@@ -163,6 +163,54 @@ def test_enrolled_visitor_is_named_on_the_next_loop_and_the_other_stays_unknown(
     assert {c: v["count"] for c, v in now.items() if c == CAMS[0]} == cam1
 
 
+def test_not_this_person_on_a_recent_event_and_its_bad_input(looped) -> None:
+    recent = looped.request("GET", "/v1/events/recent", params={"limit": 10000}).json()["events"]
+    named = [e for e in recent if e["topic"] == "face.recognized" and e["identity"] == "person_a"]
+    unknown = next(e for e in recent if e["topic"] == "face.unknown")
+    ended = next(e for e in recent if e["topic"] == "track.ended")
+    before = requests.get(looped.base + "/v1/status").json()["gallery"]
+    for e in (unknown, ended):  # named nobody: 422, nothing changed
+        assert "named nobody" in _error(looped.request("POST", f"/v1/events/{e['seq']}/reject"), 422)
+    for stale in (0, 10**9):
+        assert "no recent event" in _error(looped.request("POST", f"/v1/events/{stale}/reject"), 404)
+    assert requests.get(looped.base + "/v1/status").json()["gallery"] == before
+    r = looped.request("POST", f"/v1/events/{named[-1]['seq']}/reject")  # no body, as the page sends it
+    assert r.status_code == 200, r.text
+    got = r.json()
+    # She is person_a: her own face scores like her templates, so her threshold rises only to its bound.
+    assert got["identity"] == "person_a" and got["negatives"] == 1 and got["gallery_version"] > before["version"]
+    assert got["gallery_threshold"] <= got["threshold"] <= max(got["bound"], got["gallery_threshold"])
+    assert got["threshold"] == min(got["bound"], max(got["gallery_threshold"], got["score"] + 0.01)) or got["bounded"]
+    assert requests.get(looped.base + "/v1/status").json()["gallery"]["version"] == got["gallery_version"]
+    audit = [json.loads(line) for line in
+             looped.gallery.with_name("gallery.db.api-audit.jsonl").read_text().splitlines()]
+    assert [a["status"] for a in audit if a["action"] == "reject"] == [422, 422, 404, 404, 200]
+
+
+def test_merge_and_split_through_the_api_round_trip(looped) -> None:
+    def people() -> dict[str, list[str]]:
+        return {p["name"]: p["photos"] for p in requests.get(looped.base + "/v1/identities").json()["identities"]}
+
+    before, status = people(), requests.get(looped.base + "/v1/status").json()["gallery"]
+    assert "into itself" in _error(looped.request("POST", "/v1/identities/joe_biden/merge",
+                                                  json={"other": "joe_biden"}), 422)
+    _error(looped.request("POST", "/v1/identities/joe_biden/merge", json={"other": "nobody"}), 404)
+    _error(looped.request("POST", "/v1/identities/nobody/split", json={"templates": [1], "name": "x_y"}), 404)
+    assert people() == before
+    r = looped.request("POST", "/v1/identities/barack_obama/merge", json={"other": "joe_biden"})
+    assert r.status_code == 200, r.text
+    merged = people()
+    assert "joe_biden" not in merged and merged["barack_obama"] == before["barack_obama"] + before["joe_biden"]
+    _error(looped.request("POST", "/v1/identities/barack_obama/split",
+                          json={"templates": [2], "name": "alex_lacamoire"}), 409)
+    _error(looped.request("POST", "/v1/identities/barack_obama/split", json={"templates": [1, 2], "name": "x_y"}), 422)
+    r = looped.request("POST", "/v1/identities/barack_obama/split", json={"templates": [2], "name": "joe_biden"})
+    assert r.status_code == 200, r.text
+    assert people() == before
+    now = requests.get(looped.base + "/v1/status").json()["gallery"]
+    assert (now["threshold"], now["margin"]) == (status["threshold"], status["margin"])
+
+
 def test_erasing_a_visitor_leaves_no_face_bytes_in_any_file(looped) -> None:
     looped.daemon.sources[1].stop()  # camera 2 stops: no new appearance of her can come (camera 1 runs on)
     looped.wait(lambda: not looped.daemon.sources[1].is_alive(), 20, "camera 2 stopped")
