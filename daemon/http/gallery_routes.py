@@ -51,6 +51,14 @@ def router(ctx: HttpContext) -> APIRouter:
     async def identities(request: Request) -> dict[str, Any]:
         return await run_in_threadpool(faces.identities, sees_paths(request))
 
+    @r.get("/v1/identities/{name}", summary="One person: templates, photos' labels, and drift: the recent median "
+           "of the scores they were named at, its margin to the threshold, their refusals, whether flagged.")
+    async def person(name: str, request: Request) -> dict[str, Any]:
+        found = await run_in_threadpool(faces.person, name, sees_paths(request))
+        drift = ctx.drift.summary(found["name"]) if ctx.drift is not None else None
+        return {**found, "threshold": round(faces.daemon.gallery_state().threshold, 4), "drift": drift,
+                "drift_kept": ctx.drift is not None}
+
     @r.post("/v1/identities/{name}/photos", summary="Enrol one or more photos of a person (created if new); "
             "each rejected photo comes back with the quality gate's reason. The daemon uses the new gallery "
             "before this returns.", openapi_extra=PHOTO_BODY)

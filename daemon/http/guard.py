@@ -47,6 +47,7 @@ _QUERY_TOKEN = re.compile(r"^/v1/(events|sources/[^/]+/snapshot\.jpg|unknowns/[^
 # attempt the router refuses is audited too.
 AUDITED: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"^/v1/identities/(?P<name>.+)/photos/?$"), "enrol"),
+    ("POST", re.compile(r"^/v1/identities/(?P<name>.+)/video/?$"), "enrol_video"),
     ("DELETE", re.compile(r"^/v1/identities/(?P<name>.+?)/?$"), "erase"),
     ("PATCH", re.compile(r"^/v1/identities/(?P<name>.+?)/?$"), "rename"),
     ("POST", re.compile(r"^/v1/unknowns/(?P<name>.+)/enrol/?$"), "enrol_visitor"),
