@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from daemon.stores.drift import quantile
 from pipeline.types import MatchedFrame
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class _DaemonCollector(Collector):
             ordered = sorted(recent)
             for q in (0.1, 0.5, 0.9) if ordered else ():
                 score.add_sample("facestream_identity_score", {"identity": name, "quantile": str(q)},
-                                 ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+                                 quantile(ordered, q))
             score.add_sample("facestream_identity_score_count", {"identity": name}, total)
             score.add_sample("facestream_identity_score_sum", {"identity": name}, total_sum)
             refused.add_metric([name], refusals)

@@ -86,6 +86,14 @@ def change_identity(path: Path | None, name: str, new_name: str | None = None) -
     return True
 
 
+def quantile(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted scores, interpolated between neighbours (0.5 is the median)."""
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
 def summarize(entry: dict[str, Any], threshold: float, near: float = 0.01, min_scores: int = 5) -> dict[str, Any]:
     """An identity's drift figures against ``threshold``: the recent median of its accepted scores and its margin
     to the threshold, its refusals (tracks that had it as top-1 and named nobody), and whether it is flagged."""

@@ -30,7 +30,9 @@ NEAR_COPY = 0.97  # cosine similarity above which a face adds nothing to ones al
 def _sample(video: Path, fps: float, data: bytes | None = None, max_s: float | None = None,
             max_pixels: int | None = None) -> list[tuple[int, float, np.ndarray]]:
     """Frames ``fps`` times a second; ``data``: the clip's bytes, decoded in memory (``video`` is its label)."""
-    cap = (cv2.VideoCapture(io.BytesIO(data), cv2.CAP_FFMPEG, []) if data is not None
+    # OpenCV reads the stream through this object without holding a reference: it must outlive ``cap``.
+    stream = io.BytesIO(data) if data is not None else None
+    cap = (cv2.VideoCapture(stream, cv2.CAP_FFMPEG, []) if stream is not None
            else cv2.VideoCapture(str(video), cv2.CAP_FFMPEG))
     if not cap.isOpened():
         raise ValueError(f"{video}: not a video, or a format FFmpeg cannot open")
@@ -61,6 +63,7 @@ def _sample(video: Path, fps: float, data: bytes | None = None, max_s: float | N
                 raise ValueError(f"{video}: longer than {max_s:g} s")
     finally:
         cap.release()
+        del stream
     if not out:
         raise ValueError(f"{video}: no decodable frame")
     return out
