@@ -116,7 +116,8 @@ function describe(ev) {
 function addEvent(ev) {
   if (ev.seq && ev.seq <= lastSeq) return;
   lastSeq = Math.max(lastSeq, ev.seq || 0);
-  const li = el("li", { "data-topic": ev.topic, "data-identity": ev.identity || "" }, describe(ev));
+  const li = el("li", { "data-topic": ev.topic, "data-identity": ev.identity || "", "data-seq": String(ev.seq || "") },
+    describe(ev));
   li.hidden = QUIET.includes(ev.topic) && !$("#all-topics").checked;
   for (const hook of eventHooks) hook(ev, li);
   $("#events").prepend(li);
