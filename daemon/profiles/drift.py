@@ -190,7 +190,8 @@ class DriftWatch:
                 log.warning("drift_file_not_written", path=str(self.path), error=str(exc)[:300])
 
     def close(self) -> None:
-        self.save()
+        if self._dirty:  # a daemon that saw nobody (serve) leaves no file behind
+            self.save()
 
 
 def attach_drift(daemon: Any) -> DriftWatch | None:

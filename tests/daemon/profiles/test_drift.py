@@ -145,3 +145,12 @@ def test_gallery_info_flags_who_drifts_offline_and_remove_forgets_them(tmp_path,
     rc, out, err = cli("gallery", "info", "--gallery", tmp_path / "g.db")
     # A broken drift file costs a warning, never the gallery's figures.
     assert rc == 0 and "is not JSON" in err and re.search(r"^drifting +0$", out, re.M)
+
+
+def test_identity_metrics_are_opt_in_by_gallery_size() -> None:
+    from daemon.config.http import IDENTITY_METRICS_AUTO, HttpConfig
+
+    auto = HttpConfig()
+    assert auto.identity_labels(IDENTITY_METRICS_AUTO) and not auto.identity_labels(IDENTITY_METRICS_AUTO + 1)
+    assert HttpConfig(identity_metrics=True).identity_labels(10**6)
+    assert not HttpConfig(identity_metrics=False).identity_labels(1)
