@@ -139,10 +139,12 @@ def cmd_remove(args: argparse.Namespace, settings: Settings, out: Callable[[dict
     from pipeline.gallery import Gallery
     from pipeline.gallery.calibration import recalibrate
 
-    gallery = Gallery.open(_gallery_path(args, settings))
+    location = _gallery_path(args, settings)
+    gallery = Gallery.open(location)
     with gallery.writing():
         removed = gallery.remove(args.name)
         cal = recalibrate(gallery, settings.gallery.target_far)
+    _drift_follows(settings, location, args.name)
     out({"removed": args.name, "templates": removed, "threshold": cal["threshold"], "margin": cal["margin"]},
         args.json)
     return 0
@@ -152,12 +154,25 @@ def cmd_rename(args: argparse.Namespace, settings: Settings, out: Callable[[dict
     from pipeline.gallery import Gallery
     from pipeline.gallery.calibration import recalibrate
 
-    gallery = Gallery.open(_gallery_path(args, settings))
+    location = _gallery_path(args, settings)
+    gallery = Gallery.open(location)
     with gallery.writing():
         new = gallery.rename(args.old, args.new)
         recalibrate(gallery, settings.gallery.target_far)
+    _drift_follows(settings, location, args.old, new)
     out({"renamed": args.old, "to": new}, args.json)
     return 0
+
+
+def _drift_follows(settings: Settings, location: Path | str, name: str, new: str | None = None) -> None:
+    """An erased person's scores leave the drift file with them; a renamed one's move (a daemon running on this
+    gallery drops or keeps them at its next reload and write)."""
+    from daemon.stores.drift import change_identity, drift_location
+
+    try:
+        change_identity(drift_location(settings, location), name, new)
+    except (OSError, ValueError) as exc:
+        print(f"facestream: warning: drift file not updated: {exc}", file=sys.stderr)
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
@@ -179,10 +194,44 @@ def cmd_list(args: argparse.Namespace, settings: Settings, out: Callable[[dict, 
 def cmd_info(args: argparse.Namespace, settings: Settings, out: Callable[[dict, bool], None]) -> int:
     from pipeline.gallery import Gallery
 
-    gallery = Gallery.open(_gallery_path(args, settings))
+    location = _gallery_path(args, settings)
+    gallery = Gallery.open(location)
     _warn_bad_names(gallery)
-    out(gallery.info(), args.json)
+    info = gallery.info()
+    figures, flags = _drift(gallery, location, settings, info)
+    if args.json:
+        out({**info, "drift": {**info.pop("drift"), "identities": figures, "flagged": flags}}, args.json)
+        return 0
+    out({**info, "drift": info["drift"]["file"] or "not kept", "drifting": len(flags)}, args.json)
+    for f in flags:
+        print(f"drifting: {f['identity']}: {f['advice']}")
     return 0
+
+
+def _drift(gallery: Any, location: Path | str, settings: Settings, info: dict) -> tuple[dict, list[dict]]:
+    """The drift file a daemon wrote for this gallery (``daemon/stores/drift.py``): every tracked identity's
+    figures at the gallery's threshold now, and those whose recent median is within drift.near of it."""
+    from daemon.stores.drift import drift_location, flagged, read_drift
+
+    path = drift_location(settings, location)
+    info["drift"] = {"file": str(path) if path is not None else None, "updated": None}
+    try:
+        doc = read_drift(path) if path is not None else None
+    except ValueError as exc:
+        print(f"facestream: warning: {exc}", file=sys.stderr)
+        return {}, []
+    if doc is None or gallery.threshold is None:
+        return {}, []
+    if doc.get("model") != gallery.model_id:
+        print(f"facestream: warning: drift file {path} holds scores of model {doc.get('model')}, not the "
+              f"gallery's {gallery.model_id}: ignored", file=sys.stderr)
+        return {}, []
+    import time
+
+    info["drift"]["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(doc.get("updated") or 0)))
+    d = settings.drift
+    own = info.get("own_thresholds") or {}
+    return flagged(doc, gallery.names(), float(gallery.threshold), d.near, d.min_scores, own)
 
 
 def _warn_bad_names(gallery: Any) -> None:

@@ -40,15 +40,21 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: Any) -> int:
         raise ValueError(f"gallery file {gallery} does not exist")
     options = {"live": True, "realtime": True, "loop": True} if args.loop else (
         {"realtime": True} if args.realtime else None)
+    from daemon.profiles.drift import attach_drift
     from daemon.profiles.unknowns import attach_unknowns, unknowns_location
+    from daemon.stores.drift import drift_location
+    from pipeline.private_files import check_output
 
     unknowns_location(settings, gallery)  # a bad [unknowns] stops here, before any file is opened
-    daemon, _ = build_daemon(settings, gallery, options)
+    if (drift_file := drift_location(settings, gallery)) is not None:
+        check_output(drift_file, "drift.path")
+    daemon, parts = build_daemon(settings, gallery, options)
     unknowns = attach_unknowns(daemon)
+    drift = attach_drift(daemon)
     if settings.http.listen:
         from daemon.http.wiring import attach_http
 
-        attach_http(daemon, unknowns)
+        attach_http(daemon, unknowns, drift, parts.attendance)
     return daemon.run()
 
 
@@ -70,10 +76,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, out: Any) -> int:
         e = settings.embedder
         Gallery.create(gallery, model_id_for(e.model, e.flip), get_spec(e.model).dim).close()
     from daemon.http.wiring import attach_http
+    from daemon.profiles.drift import attach_drift
     from daemon.profiles.unknowns import attach_unknowns
 
-    daemon, _ = build_daemon(settings.model_copy(update={"sources": []}), gallery)
-    return attach_http(daemon, attach_unknowns(daemon, create=False)).run()
+    daemon, parts = build_daemon(settings.model_copy(update={"sources": []}), gallery)
+    return attach_http(daemon, attach_unknowns(daemon, create=False), attach_drift(daemon), parts.attendance).run()
 
 
 def cmd_events(args: argparse.Namespace, settings: Settings, out: Any) -> int:

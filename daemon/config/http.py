@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from daemon.config.common import StoreLocation
 
 MIN_TOKEN_CHARS = 16
+IDENTITY_METRICS_AUTO = 50  # people: below it, per-identity scores on /metrics cost little
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -93,6 +94,13 @@ class HttpConfig(BaseModel):
                                   "before the request gets 408 (a client that never finishes holds nothing).")
     max_parts: int = Field(64, ge=1, le=10000, description="Most parts in one multipart form; more get 413 before "
                            "the form is parsed.")
+    identity_metrics: bool | None = Field(None, description="Export facestream_identity_score{identity} (a "
+                                          "summary of each identity's recent accepted scores) on /metrics: a label "
+                                          "per person. Empty: on while the gallery holds at most "
+                                          "IDENTITY_METRICS_AUTO (50) people; true or false to choose.")
+    max_clip_s: float = Field(10.0, gt=0, le=120, description="Longest clip POST /v1/identities/{name}/video "
+                              "takes (its sampled frames are held in memory); the clip's bytes count against "
+                              "max_upload_mb too.")
     auth_failures_free: int = Field(5, ge=1, description="Wrong tokens an address may send before each further "
                                     "one makes it wait (1 s, doubling, up to auth_backoff_max_s).")
     auth_backoff_max_s: float = Field(60.0, gt=0, description="Longest wait after repeated wrong tokens.")
@@ -157,3 +165,7 @@ class HttpConfig(BaseModel):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    def identity_labels(self, identities: int) -> bool:
+        """Whether /metrics gets a series per identity for a gallery of ``identities`` people."""
+        return self.identity_metrics if self.identity_metrics is not None else identities <= IDENTITY_METRICS_AUTO

@@ -20,6 +20,7 @@ from pydantic_settings import (
 
 from daemon.config.actions import ActionConfig
 from daemon.config.common import ConfigError
+from daemon.config.drift import DriftConfig
 from daemon.config.gallery import GalleryConfig
 from daemon.config.http import HttpConfig
 from daemon.config.liveness import LivenessConfig
@@ -55,6 +56,8 @@ class Settings(BaseSettings):
                                        "name people are kept.")
     unknowns: UnknownsConfig = Field(default_factory=UnknownsConfig, description="Unknown visitors: faces of "
                                      "tracks that ended unknown, grouped, expiring.")
+    drift: DriftConfig = Field(default_factory=DriftConfig, description="Per-identity recent scores and refusals: "
+                               "who slides towards the threshold.")
     paths: PathsConfig = Field(default_factory=PathsConfig, description="Where state files live.")
     sources: list[str] = Field(default_factory=list, description="Sources: file paths, camera indexes, rtsp:// "
                                "or http(s):// URLs.")
@@ -84,6 +87,7 @@ class Settings(BaseSettings):
         self.http = self.http.model_copy(update={"audit_log": r(self.http.audit_log)})
         self.mqtt = self.mqtt.model_copy(update={"spool": r(self.mqtt.spool)})
         self.unknowns = self.unknowns.model_copy(update={"path": r(self.unknowns.path)})
+        self.drift = self.drift.model_copy(update={"path": r(self.drift.path)})
         return self
 
 

@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from daemon.http import corrections, gallery_routes, live_routes, unknown_routes
+from daemon.http import corrections, gallery_routes, live_routes, people_routes, unknown_routes
 from daemon.http.audit import ApiAudit
 from daemon.http.context import HttpContext
 from daemon.http.errors import ApiError, error_response
@@ -54,8 +54,8 @@ def make_app(ctx: HttpContext, audit: ApiAudit | None = None) -> RequestGuard:
                                                            "frame-ancestors 'none'")
         return response
 
-    routers = [gallery_routes.router(ctx), corrections.router(ctx), unknown_routes.router(ctx),
-               live_routes.router(ctx)]
+    routers = [gallery_routes.router(ctx), corrections.router(ctx), people_routes.router(ctx),
+               unknown_routes.router(ctx), live_routes.router(ctx)]
     for router in routers:
         app.include_router(router)
     routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]

@@ -24,3 +24,5 @@ class HttpContext:
     status: Callable[[bool], dict[str, Any]]  # GET /v1/status; the flag: the caller may see server paths
     unknowns: Any = None  # the unknown visitors' store (daemon/stores/unknowns.py), None when not kept
     named: Any = None  # the faces of recent face.recognized events (daemon/http/named_faces.py)
+    drift: Any = None  # the drift watch (daemon/profiles/drift.py), None without a gallery or when disabled
+    attendance: Callable[[str], dict[str, Any]] | None = None  # a day's report, when attendance is configured

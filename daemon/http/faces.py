@@ -243,7 +243,16 @@ class FaceService:
         except names.BadName as exc:
             raise ApiError(409, str(exc)) from None
 
+    @contextlib.contextmanager
+    def still_engine(self) -> Iterator[StillEmbedder]:
+        """The photo engine for one piece of work (a clip's frames): one upload's pixels, one request at a time."""
+        with self._decoding.take(self.daemon.settings.http.max_upload_pixels), self._lock:
+            yield self._still_engine()
+
     # ---- gallery -------------------------------------------------------------------------------------
+    def open_gallery(self) -> Gallery:
+        return self._open()
+
     def _open(self) -> Gallery:
         if self.gallery_path is None:
             raise ApiError(409, "this daemon runs without a gallery: start it with --gallery FILE")
@@ -275,6 +284,14 @@ class FaceService:
                 yield g
         finally:
             g.close()
+
+    def person(self, name: str, paths: bool = False) -> dict[str, Any]:
+        """One person as ``identities`` lists them; ApiError 404 when there is nobody of that name."""
+        name = existing_name(name)
+        found = next((p for p in self.identities(paths)["identities"] if p["name"] == name), None)
+        if found is None:
+            raise ApiError(404, f"no identity named {names.clip(name)!r} in the gallery")
+        return found
 
     def changed(self, action: str, **body: Any) -> int:
         return self._changed(action, **body)

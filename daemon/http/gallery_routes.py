@@ -47,9 +47,21 @@ def router(ctx: HttpContext) -> APIRouter:
                            f"got {len(photos)} photo(s)")
         return await run_in_threadpool(verify_faces, faces, [data for _, data in photos], identity)
 
-    @r.get("/v1/identities", summary="The people in the gallery, with their template counts.")
+    @r.get("/v1/identities", summary="The people in the gallery, with their template counts and drift figures.")
     async def identities(request: Request) -> dict[str, Any]:
-        return await run_in_threadpool(faces.identities, sees_paths(request))
+        found = await run_in_threadpool(faces.identities, sees_paths(request))
+        if ctx.drift is not None:  # the page's "recent score" column
+            for p in found["identities"]:
+                p["drift"] = ctx.drift.summary(p["name"])
+        return found
+
+    @r.get("/v1/identities/{name}", summary="One person: templates, photos' labels, and drift: the recent median "
+           "of the scores they were named at, its margin to the threshold, their refusals, whether flagged.")
+    async def person(name: str, request: Request) -> dict[str, Any]:
+        found = await run_in_threadpool(faces.person, name, sees_paths(request))
+        drift = ctx.drift.summary(found["name"]) if ctx.drift is not None else None
+        return {**found, "threshold": round(faces.daemon.gallery_state().threshold, 4), "drift": drift,
+                "drift_kept": ctx.drift is not None}
 
     @r.post("/v1/identities/{name}/photos", summary="Enrol one or more photos of a person (created if new); "
             "each rejected photo comes back with the quality gate's reason. The daemon uses the new gallery "

@@ -50,6 +50,7 @@ AUDITED: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"^/v1/identities/(?P<name>.+)/merge/?$"), "merge"),
     ("POST", re.compile(r"^/v1/identities/(?P<name>.+)/split/?$"), "split"),
     ("POST", re.compile(r"^/v1/events/(?P<name>[^/]+)/reject/?$"), "reject"),
+    ("POST", re.compile(r"^/v1/identities/(?P<name>.+)/video/?$"), "enrol_video"),
     ("DELETE", re.compile(r"^/v1/identities/(?P<name>.+?)/?$"), "erase"),
     ("PATCH", re.compile(r"^/v1/identities/(?P<name>.+?)/?$"), "rename"),
     ("POST", re.compile(r"^/v1/unknowns/(?P<name>.+)/enrol/?$"), "enrol_visitor"),

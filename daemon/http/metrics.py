@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from daemon.stores.drift import quantile
 from pipeline.types import MatchedFrame
 
 if TYPE_CHECKING:
@@ -74,9 +75,31 @@ class _DaemonCollector(Collector):
         yield state
         yield GaugeMetricFamily("facestream_match_threshold", "Score a face must reach to be named.",
                                 value=snap.gallery.threshold)
+        yield from self._identities(snap.gallery.identities)
         yield from self._guard()
         yield GaugeMetricFamily("facestream_uptime_seconds", "Seconds since the pipeline started.",
                                 value=max(0.0, time.monotonic() - self.owner.started()))
+
+    def _identities(self, identities: int) -> Iterator[Metric]:
+        """A series per identity, only when opted in (``http.identity_metrics``, or a small gallery): the label's
+        cardinality is the gallery's size."""
+        drift = self.owner.drift
+        if drift is None or not self.owner.identity_labels(identities):
+            return
+        score = Metric("facestream_identity_score", "Scores of the tracks named this identity: quantiles over its "
+                       "last drift.recent tracks, count and sum since the daemon began keeping them.", "summary")
+        refused = CounterMetricFamily("facestream_identity_refusals", "Tracks that ended unknown with this "
+                                      "identity as their top-1.", labels=["identity"])
+        for name, (recent, total, total_sum, refusals) in sorted(drift.scores().items()):
+            ordered = sorted(recent)
+            for q in (0.1, 0.5, 0.9) if ordered else ():
+                score.add_sample("facestream_identity_score", {"identity": name, "quantile": str(q)},
+                                 quantile(ordered, q))
+            score.add_sample("facestream_identity_score_count", {"identity": name}, total)
+            score.add_sample("facestream_identity_score_sum", {"identity": name}, total_sum)
+            refused.add_metric([name], refusals)
+        yield score
+        yield refused
 
     def _guard(self) -> Iterator[Metric]:
         guard = self.owner.guard
@@ -124,6 +147,8 @@ class DaemonMetrics:
                  started: Callable[[], float]) -> None:
         self.snapshot, self.source_up, self.started = snapshot, source_up, started
         self.guard: Any = None  # the HTTP request guard, once the app is made (its refusal counters)
+        self.drift: Any = None  # the drift watch (per-identity scores), when the daemon keeps one
+        self.identity_labels: Callable[[int], bool] = lambda identities: False  # http.identity_metrics
         self.registry = CollectorRegistry()
         self.registry.register(_DaemonCollector(self))
         self.events = Counter("facestream_events", "Events published, by topic.", ["topic"], registry=self.registry)

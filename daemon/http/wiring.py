@@ -16,8 +16,10 @@ from daemon.runner import Daemon
 from pipeline.gallery.store import location_name
 
 
-def attach_http(daemon: Daemon, unknowns: Any = None) -> Daemon:
-    """``unknowns``: the daemon's unknown visitors (``daemon/profiles/unknowns.py``), served under /v1/unknowns."""
+def attach_http(daemon: Daemon, unknowns: Any = None, drift: Any = None, attendance: Any = None) -> Daemon:
+    """``unknowns``: the daemon's unknown visitors (``daemon/profiles/unknowns.py``), served under /v1/unknowns;
+    ``drift``: its drift watch (``daemon/profiles/drift.py``: ``GET /v1/identities/{name}``, ``/metrics``);
+    ``attendance``: its attendance sink, whose book ``GET /v1/attendance/today`` reads."""
     from daemon.http.app import make_app
     from daemon.http.audit import ApiAudit
     from daemon.http.context import HttpContext
@@ -39,6 +41,7 @@ def attach_http(daemon: Daemon, unknowns: Any = None) -> Daemon:
     hub = EventHub(settings.http.recent_events)
     metrics = DaemonMetrics(daemon.snapshot, lambda sid: view.status(sid)["state"] == "opened",
                             lambda: daemon.started_monotonic)
+    metrics.drift, metrics.identity_labels = drift, settings.http.identity_labels
     # Ahead of the other sinks: the page learns a source's state even if a later sink is slow.
     for sink in (hub, metrics, view):
         daemon.add_sink(sink, first=True)
@@ -51,7 +54,8 @@ def attach_http(daemon: Daemon, unknowns: Any = None) -> Daemon:
     faces = FaceService(DaemonLink(settings, daemon.embedder, daemon.gallery_path, daemon.gallery_state,
                                    lambda: daemon.face_gate, daemon.reload_gallery, daemon.publish))
     ctx = HttpContext(settings.http, faces, hub, view, metrics, lambda paths: status(daemon, view, hub, paths),
-                      unknowns.store if unknowns is not None else None, named)
+                      unknowns.store if unknowns is not None else None, named, drift,
+                      attendance.roster_report if attendance is not None else None)
     audit_path = settings.http.audit_log or _default_audit(daemon)
     audit = (ApiAudit(audit_path, settings.paths.state_dir / "spool",
                       rotate_daily=settings.retention.audit_days is not None) if audit_path is not None else None)

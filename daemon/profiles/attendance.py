@@ -63,6 +63,11 @@ class AttendanceSink:
                                                "source": body["source"], "score": body["score"],
                                                "on_roster": body["identity"] in self.roster})
 
+    def roster_report(self, day: str) -> dict[str, Any]:
+        """The day's report (present, absent, unexpected) of this daemon's book and roster (the page's panel)."""
+        return {**report(self.book, sorted(self.roster), day), "roster": len(self.roster),
+                "sessions": [label for _, _, label in self.sessions]}
+
     def close(self) -> None:
         self.book.close()
 

@@ -123,8 +123,10 @@ class SqliteBook:
             return cur.rowcount == 1
 
     def marks(self, day: str) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT period, identity, first_seen, source, score FROM marks WHERE site = ? AND "
-                                "(period = ? OR period LIKE ?) ORDER BY first_seen", (self.site, day, f"{day} %"))
+        with self._lock:  # the HTTP API reads the day's report while the events stage marks
+            rows = self._db.execute("SELECT period, identity, first_seen, source, score FROM marks WHERE site = ? "
+                                    "AND (period = ? OR period LIKE ?) ORDER BY first_seen",
+                                    (self.site, day, f"{day} %")).fetchall()
         return [{"period": p, "identity": i, "first_seen": dt.datetime.fromtimestamp(t).isoformat(timespec="seconds"),
                  "source": s, "score": sc} for p, i, t, s, sc in rows]
 

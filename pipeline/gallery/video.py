@@ -11,6 +11,7 @@ near-copies of a face already taken.
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import cv2
@@ -26,11 +27,24 @@ SECOND_PERSON_SHARE = 0.2  # a second face in view on this share of sampled fram
 NEAR_COPY = 0.97  # cosine similarity above which a face adds nothing to ones already taken
 
 
-def _sample(video: Path, fps: float) -> list[tuple[int, float, np.ndarray]]:
-    cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
+def _sample(video: Path, fps: float, data: bytes | None = None, max_s: float | None = None,
+            max_pixels: int | None = None) -> list[tuple[int, float, np.ndarray]]:
+    """Frames ``fps`` times a second; ``data``: the clip's bytes, decoded in memory (``video`` is its label)."""
+    # OpenCV reads the stream through this object without holding a reference: it must outlive ``cap``.
+    stream = io.BytesIO(data) if data is not None else None
+    cap = (cv2.VideoCapture(stream, cv2.CAP_FFMPEG, []) if stream is not None
+           else cv2.VideoCapture(str(video), cv2.CAP_FFMPEG))
     if not cap.isOpened():
         raise ValueError(f"{video}: not a video, or a format FFmpeg cannot open")
     rate = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    seconds = cap.get(cv2.CAP_PROP_FRAME_COUNT) / rate
+    if max_pixels is not None and w * h > max_pixels:
+        cap.release()
+        raise ValueError(f"{video}: frames of {w}x{h} exceed {max_pixels} pixels")
+    if max_s is not None and seconds > max_s:
+        cap.release()
+        raise ValueError(f"{video}: {seconds:.1f} s long; at most {max_s:g} s")
     step = max(1, round(rate / fps))
     out, i = [], 0
     try:
@@ -40,25 +54,32 @@ def _sample(video: Path, fps: float) -> list[tuple[int, float, np.ndarray]]:
                 break
             if i % step == 0:
                 ok, bgr = cap.retrieve()
+                if ok and bgr is not None and max_pixels is not None and bgr.shape[0] * bgr.shape[1] > max_pixels:
+                    raise ValueError(f"{video}: frames of {bgr.shape[1]}x{bgr.shape[0]} exceed {max_pixels} pixels")
                 if ok and bgr is not None:
                     out.append((i, i / rate, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
             i += 1
+            if max_s is not None and i / rate > max_s:  # a header that lied about the length
+                raise ValueError(f"{video}: longer than {max_s:g} s")
     finally:
         cap.release()
+        del stream
     if not out:
         raise ValueError(f"{video}: no decodable frame")
     return out
 
 
 def video_faces(engine: StillEmbedder, video: Path, max_faces: int = 8, min_face_px: float = 40.0,
-                min_gap_s: float = 0.4) -> tuple[list[FaceResult], dict]:
+                min_gap_s: float = 0.4, data: bytes | None = None, max_s: float | None = None,
+                max_pixels: int | None = None) -> tuple[list[FaceResult], dict]:
     """The dominant person's best faces as embedded results (``path`` is ``CLIP#frame=N``), and a summary;
-    a ValueError with the reason when the clip shows nobody or several people."""
+    a ValueError with the reason when the clip shows nobody or several people. ``data``: an uploaded clip's
+    bytes (``video`` is then only its label), with ``max_s`` and ``max_pixels`` bounding what is held."""
     if max_faces < 1:
         raise ValueError(f"--max-faces must be >= 1, got {max_faces}")
-    if not video.is_file():
+    if data is None and not video.is_file():
         raise ValueError(f"video file not found: {video}")
-    frames = _sample(video, SAMPLE_FPS)
+    frames = _sample(video, SAMPLE_FPS, data, max_s, max_pixels)
     tracker = IoUTracker(max_age_s=1.5 / SAMPLE_FPS + 0.6, embed_interval_s=0.0, confirm_hits=2,
                          min_embed_px=min_face_px, max_embeds=10**6)
     seen: dict[int, list[tuple[int, float, np.ndarray, Detection]]] = {}
@@ -80,7 +101,7 @@ def video_faces(engine: StillEmbedder, video: Path, max_faces: int = 8, min_face
                          "enrolling from video needs a clip of the one person")
     track = seen[ranked[0]]
     by_quality = sorted(track, key=lambda x: -face_quality(x[3]))
-    video_sha = hashlib.sha256(video.read_bytes()).hexdigest()
+    video_sha = hashlib.sha256(video.read_bytes() if data is None else data).hexdigest()
     chosen: list[FaceResult] = []
     taken_t: list[float] = []
     for index, t, img, det in by_quality:

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 MIRANDA = "lin_manuel_miranda"
 SOURCE = "short_hamilton_clip"
+ABSENT = "someone_absent"  # on the roster, never on screen
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,13 @@ def live(tmp_path_factory, data_dir, stills_gallery):
     g.remove(MIRANDA)
     g.close()
     log = tmp / "events.jsonl"
+    (tmp / "roster.csv").write_text(f"identity\n{MIRANDA}\n{ABSENT}\n")
+    # Drift written every second (the page test reads the file); attendance on, for the page's panel.
+    env = {"FACESTREAM_DRIFT__SAVE_EVERY_S": "1", "FACESTREAM_ATTENDANCE__DB": str(tmp / "attendance.db"),
+           "FACESTREAM_ATTENDANCE__ROSTER": str(tmp / "roster.csv")}
     s = Served(["run", "--source", str(data_dir / "face_recognition_examples/video/short_hamilton_clip.mp4"),
-                "--loop", "--gallery", str(gallery), "--zmq", "", "--events-jsonl", str(log)], tmp / "daemon.log")
+                "--loop", "--gallery", str(gallery), "--zmq", "", "--events-jsonl", str(log)], tmp / "daemon.log",
+               env=env)
     s.gallery, s.events_log = gallery, log
     s.photo = data_dir / "face_recognition_examples/stills/lin-manuel-miranda.png"
     stream = SseReader(s)  # open while the daemon stops: it must not hold the stop up
@@ -168,3 +174,114 @@ def test_the_page_enrols_her_and_shows_her_named_on_the_live_snapshot(live, tmp_
     b, g, r = (region[..., i].astype(int) for i in range(3))
     green = int(((g > 160) & (r < 80) & (b < 80)).sum())  # the named box and its label are drawn (0, 200, 0)
     assert green > 300, f"no named box in the snapshot on the page ({green} green pixels), see {path}"
+
+
+def _visitor_of(live, photo: bytes, since: float, t0: float, timeout_s: float) -> str:
+    """The id of a visitor first seen after ``since`` whose best face verifies as ``photo``'s person (the
+    audience's strangers have visitors of their own)."""
+    checked: dict[str, float] = {}  # face URL: its score when it verifies as her
+    while time.monotonic() - t0 < timeout_s:
+        for v in live.get("/v1/unknowns").json()["visitors"]:
+            for url in v["faces"] if v["first_seen"] >= since else ():
+                if url not in checked:  # a face too small to verify now may be joined by a better one
+                    face = live.get(url).content
+                    r = live.post("/v1/verify", files=[("a", ("still.png", photo)), ("b", ("face.jpg", face))])
+                    checked[url] = r.json()["score"] if r.status_code == 200 and r.json()["same"] else -1.0
+                if checked[url] > 0:
+                    return v["id"]
+        time.sleep(0.5)
+    raise AssertionError(f"no new visitor within {timeout_s} s: {checked}")
+
+
+def _reject_a_recognition(driver, By, WebDriverWait) -> None:
+    """ "not this person" on one of her recognitions: the page sends the bodyless POST and shows the answer."""
+    sel = f'#events li[data-topic="face.recognized"][data-identity="{MIRANDA}"]'
+    li = WebDriverWait(driver, 40).until(lambda d: d.find_elements(By.CSS_SELECTOR, sel + " button.reject"))[0] \
+        .find_element(By.XPATH, "..")
+    seq = li.get_attribute("data-seq")
+    li.find_element(By.CSS_SELECTOR, "button.reject").click()
+    WebDriverWait(driver, 15).until(lambda d: li.get_attribute("data-reject-status"))
+    status, shown = li.get_attribute("data-reject-status"), li.find_element(By.CSS_SELECTOR, ".reject-result").text
+    # The request got past the guard (the page sent X-Facestream-Request) and the reject was recorded.
+    assert status == "200", (seq, status, shown)
+    assert MIRANDA in shown, shown
+
+
+def test_the_page_names_a_visitor_says_not_this_person_and_enrols_a_clip(live, tmp_path, data_dir) -> None:
+    """The people loop on the page: "not this person" on a recognition; her drift figures (API, metrics, the
+    file gallery info reads); today's attendance; erased, she comes back as an unknown visitor, whom the panel
+    shows with faces and names (the gallery table gains the row); a clip enrols a second person."""
+    why = chromium_missing()
+    if why:
+        pytest.skip(why)
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    if not any(p["name"] == MIRANDA for p in live.get("/v1/identities").json()["identities"]):
+        assert live.post(f"/v1/identities/{MIRANDA}/photos",
+                         files={"photo": (live.photo.name, live.photo.read_bytes())}).status_code == 200
+    clip = data_dir / "videos/talking_heads/video_retalking_5.mp4"
+    out = os.environ.get("FACESTREAM_SCREENSHOTS") or str(tmp_path)
+    drift_file = live.gallery.with_name(live.gallery.name + ".drift.json")
+    try:
+        with chromium(1280, 1700) as driver:
+            driver.get(live.base + "/")
+            _reject_a_recognition(driver, By, WebDriverWait)
+
+            deadline = time.monotonic() + 15  # her scores are kept once a track named her has ended
+            while (d := (person := live.get(f"/v1/identities/{MIRANDA}").json())["drift"]) is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert d["accepted"] >= 1 and d["recent_median"] >= d["recent_min"] > 0, d
+            assert abs(d["margin_to_threshold"] - (d["recent_median"] - person["threshold"])) < 1e-3
+            fams = {f.name: f for f in text_string_to_metric_families(live.get("/metrics").text)}
+            counts = [s.value for s in fams["facestream_identity_score"].samples
+                      if s.name.endswith("_count") and s.labels["identity"] == MIRANDA]
+            assert counts and counts[0] >= 1
+            deadline = time.monotonic() + 5  # the file is written every second (drift.save_every_s)
+            while not (drift_file.exists() and MIRANDA in json.loads(drift_file.read_text())["identities"]):
+                assert time.monotonic() < deadline, "her scores never reached the drift file"
+                time.sleep(0.2)
+            WebDriverWait(driver, 10).until(lambda d: d.find_elements(
+                By.CSS_SELECTOR, f'#att-present li[data-identity="{MIRANDA}"]'))
+            assert driver.find_elements(By.CSS_SELECTOR, f'#att-absent li[data-identity="{ABSENT}"]')
+
+            since = time.time()
+            _absent(live)  # erased: her scores leave the file at once, and she is a stranger again
+            assert MIRANDA.encode() not in drift_file.read_bytes()
+            driver.find_element(By.ID, "clip-name").send_keys("vr_person_5")  # meanwhile, a clip
+            driver.find_element(By.ID, "clip-file").send_keys(str(clip))
+            driver.find_element(By.ID, "clip-submit").click()
+            visitor = _visitor_of(live, live.photo.read_bytes(), since, time.monotonic(), 40)
+            card = f'#unknowns .visitor[data-visitor="{visitor}"]'
+            WebDriverWait(driver, 15).until(lambda d: d.execute_script(
+                f"const c = document.querySelector('{card}'); return c && c.querySelectorAll('.faces img').length"
+                " && [...c.querySelectorAll('.faces img')].every((i) => i.complete && i.naturalWidth > 0)"))
+            WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "clip-result").get_attribute("data-done"))
+            assert driver.find_element(By.ID, "clip-result").get_attribute("data-done") == "ok", \
+                driver.find_element(By.ID, "clip-result").text
+            driver.find_element(By.CSS_SELECTOR, f"{card} .visitor-name").send_keys("person_a")
+            driver.find_element(By.CSS_SELECTOR, f"{card} .visitor-enrol").click()
+            WebDriverWait(driver, 60).until(lambda d: d.find_elements(
+                By.CSS_SELECTOR, '#identities tr[data-identity="person_a"]') or d.execute_script(
+                f"const c = document.querySelector('{card}'); return c && c.dataset.done === 'error' && "
+                "c.textContent"))
+            assert driver.find_elements(By.CSS_SELECTOR, '#identities tr[data-identity="person_a"]')
+            assert driver.find_elements(By.CSS_SELECTOR, '#identities tr[data-identity="vr_person_5"]')
+            assert live.get(f"/v1/unknowns/{visitor}").status_code == 404  # named: no longer a stranger
+            driver.execute_script("window.scrollTo(0, 0)")
+            driver.save_screenshot(os.path.join(out, "people.png"))
+    finally:
+        for name in ("person_a", "vr_person_5"):
+            live.delete(f"/v1/identities/{name}")
+
+
+def test_clip_and_identity_routes_refuse_bad_input(live) -> None:
+    assert live.post("/v1/identities/x/video", data=b"text", headers={"Content-Type": "text/plain"}).status_code == 415
+    r = live.post("/v1/identities/x/video", data=b"\0" * 64, headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 422 and "not a video" in r.json()["error"]["message"]
+    assert live.post("/v1/identities/x/video", files=[("a", ("a.mp4", b"1")), ("b", ("b.mp4", b"2"))]
+                     ).status_code == 422
+    assert not any(p["name"] == "x" for p in live.get("/v1/identities").json()["identities"])
+    r = live.get("/v1/identities/nobody_here")
+    assert r.status_code == 404 and r.json()["error"]["message"] == "no identity named 'nobody_here' in the gallery"

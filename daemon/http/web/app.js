@@ -7,6 +7,7 @@ const SNAPSHOT_MS = 1000, STATUS_MS = 2000, MAX_EVENTS = 200;
 let token = sessionStorage.getItem("facestream-token") || "";
 let events = null;
 let lastSeq = 0;
+const eventHooks = []; // people.js: a button on recognitions, panels that follow the events
 
 function authHeaders() {
   // X-Facestream-Request: a header no cross-site form can send; the daemon refuses changes without it.
@@ -115,8 +116,10 @@ function describe(ev) {
 function addEvent(ev) {
   if (ev.seq && ev.seq <= lastSeq) return;
   lastSeq = Math.max(lastSeq, ev.seq || 0);
-  const li = el("li", { "data-topic": ev.topic, "data-identity": ev.identity || "" }, describe(ev));
+  const li = el("li", { "data-topic": ev.topic, "data-identity": ev.identity || "", "data-seq": String(ev.seq || "") },
+    describe(ev));
   li.hidden = QUIET.includes(ev.topic) && !$("#all-topics").checked;
+  for (const hook of eventHooks) hook(ev, li);
   $("#events").prepend(li);
   while ($("#events").children.length > MAX_EVENTS) $("#events").lastChild.remove();
   if (ev.topic === "gallery.updated") refreshIdentities();
@@ -154,9 +157,20 @@ async function refreshIdentities() {
         catch (e) { alert(e.message); }
         refreshIdentities();
       });
-      return el("tr", { "data-identity": p.name }, el("td", {}, p.name), el("td", {}, String(p.templates)), el("td", {}, erase));
+      return el("tr", { "data-identity": p.name }, el("td", {}, p.name), el("td", {}, String(p.templates)),
+        driftCell(p.drift), el("td", {}, erase));
     }));
   } catch (e) { /* shown by the status line */ }
+}
+
+function driftCell(d) {
+  // The recent median of the scores they were named at; flagged when it is within drift.near of the threshold.
+  if (!d || d.recent_median === null) return el("td", { class: "muted" }, "—");
+  const sign = d.margin_to_threshold >= 0 ? "+" : "";
+  const td = el("td", { class: d.drifting ? "drifting" : "", title: d.advice ||
+    `${d.accepted} recent recognitions, ${d.refusals} refusals (top-1 but below the threshold ${d.threshold})` },
+    `${d.recent_median.toFixed(3)} (${sign}${d.margin_to_threshold.toFixed(3)})` + (d.drifting ? " ⚠" : ""));
+  return td;
 }
 
 $("#enrol-form").addEventListener("submit", async (ev) => {
