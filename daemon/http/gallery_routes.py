@@ -60,8 +60,12 @@ def router(ctx: HttpContext) -> APIRouter:
     async def person(name: str, request: Request) -> dict[str, Any]:
         found = await run_in_threadpool(faces.person, name, sees_paths(request))
         drift = ctx.drift.summary(found["name"]) if ctx.drift is not None else None
-        return {**found, "threshold": round(faces.daemon.gallery_state().threshold, 4), "drift": drift,
-                "drift_kept": ctx.drift is not None}
+        state = faces.daemon.gallery_state()
+        own = state.own.get(found["name"])  # raised by "not this person": it decides for them
+        return {**found, "threshold": round(state.threshold, 4),
+                "own_threshold": None if own is None else round(own, 4),
+                "threshold_in_use": round(max(state.threshold, own if own is not None else state.threshold), 4),
+                "drift": drift, "drift_kept": ctx.drift is not None}
 
     @r.post("/v1/identities/{name}/photos", summary="Enrol one or more photos of a person (created if new); "
             "each rejected photo comes back with the quality gate's reason. The daemon uses the new gallery "
