@@ -137,8 +137,8 @@ def analyse_part(settings: Settings, gallery: GalleryPayload | None, job: VideoJ
     Exceptions propagate: the driver records them as the job's failure."""
     from daemon.profiles.analyze import analyse
 
+    report("start", job.index, f"{socket.gethostname()}:{os.getpid()}")  # first: a retry is known as one
     limit_threads()
-    report("start", job.index, f"{socket.gethostname()}:{os.getpid()}")
     tmp = Path(tempfile.mkdtemp(prefix="facestream-part-"))
     try:
         video = Path(job.path)

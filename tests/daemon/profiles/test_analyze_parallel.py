@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -36,18 +36,21 @@ def _ray(*args: str, env: dict[str, str]) -> subprocess.Popen:
 
 
 def _pids_of(marker: str) -> set[int]:
-    """Processes whose command line names our cluster's temp dir, and their children (workers, agents)."""
-    pids: set[int] = set()
+    """Live processes whose command line names our cluster's temp dir, and their children (workers, agents)."""
+    found: set[int] = set()
     parents: dict[int, int] = {}
     for d in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmd = Path(f"/proc/{d}/cmdline").read_bytes().decode(errors="replace")
-            parents[int(d)] = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
+            state, ppid = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
             continue
+        if state == "Z":  # a zombie is gone already
+            continue
+        parents[int(d)] = int(ppid)
         if marker in cmd and int(d) != os.getpid():
-            pids.add(int(d))
-    return pids | {p for p, pp in parents.items() if pp in pids}
+            found.add(int(d))
+    return found | {p for p, pp in parents.items() if pp in found}
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +73,12 @@ def ray_cluster():
     every Ray on the machine)."""
     temp = tempfile.mkdtemp(prefix="fsray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     port = free_port()
-    env = {**os.environ, **ENV}
+    # Token authentication with a token of this cluster's own (Ray reads ~/.ray/auth_token otherwise, and a
+    # joining node does not unless told to): the head, the node and the driver share it.
+    env = {**os.environ, **ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     head = _ray("start", "--head", f"--port={port}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
                 f"--temp-dir={temp}", "--include-dashboard=false", f"--dashboard-port={free_port()}",
-                f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+                f"--dashboard-agent-listen-port={free_port()}",
                 "--disable-usage-stats", env=env)
     state = {"head": head, "temp": temp, "address": f"127.0.0.1:{port}", "env": env}
     yield state
@@ -149,53 +154,54 @@ def assert_same_analysis(local: Path, other: Path, sources: list[str]) -> None:
     assert names[0] == names[1] == sorted(f"{s}.annotated.mp4" for s in sources)
 
 
-def test_a_local_pool_of_two_gives_the_one_process_result(local_run, clips, tmp_path, stills_gallery) -> None:
+def test_a_pool_of_two_gives_the_one_process_result_and_reports_a_broken_video(local_run, clips, tmp_path,
+                                                                              stills_gallery) -> None:
     from daemon.config import load_settings
     from daemon.profiles.analyze_driver import run_jobs
 
     out = tmp_path / "pool"
     result = run_jobs(load_settings(None, embedder={"runtime": "torch"}), stills_gallery,
-                      [clips["hamilton"], clips["obama"]], out, workers=2)
-    assert result["exit_code"] == 0 and result["failed"] == [] and result["backend"] == "local pool of 2"
+                      [clips["hamilton"], clips["obama"], clips["broken"]], out, workers=2)
+    assert result["backend"] == "local pool of 2" and result["exit_code"] == 1  # a video not analysed
+    [failed] = result["failed"]
+    assert failed["video"] == "broken" and "cannot open" in failed["reason"] and "\n" not in failed["reason"]
+    assert "broken" in (out / "report.html").read_text()
     assert_same_analysis(local_run, out, ["hamilton", "obama"])
 
 
-def _kill_first_task(proc: subprocess.Popen, title: str = "ray::analyze_video") -> int | None:
-    """SIGKILL the first worker seen running a video (its process title), once; return its pid."""
+def _kill_first_task(proc: subprocess.Popen, title: str = "ray::analyze_video", after_s: float = 0.5) -> int | None:
+    """SIGKILL the first worker seen running a video (its process title) for ``after_s``, mid-task (the task
+    has told the driver it started, it has not finished), once; return its pid."""
+    seen: dict[int, float] = {}
     while proc.poll() is None:
         for d in filter(str.isdigit, os.listdir("/proc")):
             try:
-                cmd = Path(f"/proc/{d}/cmdline").read_bytes()
+                running = Path(f"/proc/{d}/cmdline").read_bytes().startswith(title.encode())
             except OSError:
                 continue
-            if cmd.startswith(title.encode()):
+            if running and time.monotonic() - seen.setdefault(int(d), time.monotonic()) >= after_s:
                 os.kill(int(d), signal.SIGKILL)
                 return int(d)
         time.sleep(0.05)
     return None
 
 
-def test_on_two_nodes_a_killed_worker_is_retried_and_a_broken_video_reported(local_run, ray_cluster, clips, tmp_path,
-                                                                              stills_gallery) -> None:
+def test_on_two_nodes_a_worker_killed_mid_task_is_retried(local_run, ray_cluster, clips, tmp_path,
+                                                           stills_gallery) -> None:
     address = _joined(ray_cluster)
     out = tmp_path / "ray"
-    proc = subprocess.Popen([*CLI, "analyze", str(clips["hamilton"]), str(clips["obama"]), str(clips["broken"]),
-                             "--gallery", str(stills_gallery), "--out", str(out), "--ray", address, "--json"],
+    proc = subprocess.Popen([*CLI, "analyze", str(clips["hamilton"]), str(clips["obama"]), "--gallery",
+                             str(stills_gallery), "--out", str(out), "--ray", address, "--json"],
                             cwd=REPO, env=ray_cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = _kill_first_task(proc)
     stdout, stderr = proc.communicate(timeout=300)
-    assert killed is not None, stderr[-3000:]
+    assert killed is not None and proc.returncode == 0, stderr[-3000:]
     result = json.loads(stdout.strip().splitlines()[-1])
-    assert proc.returncode == 1 and result["exit_code"] == 1, stderr[-3000:]
-    assert "2 nodes, 2 CPUs" in result["backend"]
-    [failed] = result["failed"]
-    assert failed["video"] == "broken" and failed["reason"] and "\n" not in failed["reason"]
-    assert "broken" in (out / "report.html").read_text()
+    assert "2 nodes, 2 CPUs" in result["backend"] and result["failed"] == []
     [(retried, count)] = result["retries"].items()
-    assert retried in ("hamilton", "obama") and count == 1 and "analyze_job_retried" in stderr
+    assert retried in ("hamilton", "obama") and count == 1
+    assert "analyze_job_retried" in stderr and retried in stderr
     assert_same_analysis(local_run, out, ["hamilton", "obama"])
-    assert Counter(e["source"] for e in map(json.loads, (out / "events.jsonl").read_text().splitlines())
-                   if e["topic"] == "source.status")["broken"] >= 1
 
 
 def test_an_unreachable_ray_address_is_one_line(cli, clips, tmp_path, stills_gallery) -> None:
