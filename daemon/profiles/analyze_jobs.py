@@ -135,10 +135,10 @@ def limit_threads() -> None:
 def analyse_part(settings: Settings, gallery: GalleryPayload | None, job: VideoJob, report: Report) -> VideoPart:
     """Analyse one video in a private temporary folder and return everything it wrote (the folder is removed).
     Exceptions propagate: the driver records them as the job's failure."""
-    from daemon.profiles.analyze import analyse
-
     report("start", job.index, f"{socket.gethostname()}:{os.getpid()}")  # first: a retry is known as one
     limit_threads()
+    from daemon.profiles.analyze import analyse  # torch and the daemon: seconds
+
     tmp = Path(tempfile.mkdtemp(prefix="facestream-part-"))
     try:
         video = Path(job.path)
