@@ -11,8 +11,8 @@ shipped once as bytes (a consistent SQLite snapshot; a database URL as it is) an
 temporary file by each worker, so a worker never needs the driver's path to it. The videos must be
 readable at the same path by every worker (shared storage): they are far too big to ship.
 
-The local pool (``--workers N``) and Ray (``--ray``, ``daemon/profiles/analyze_ray.py``) run the same
-:func:`analyse_part`; this module holds it, the merge and the progress bar.
+The local pool (``--workers N``, here) and Ray (``--ray``, ``analyze_ray``) run the same :func:`analyse_part`;
+this module also holds the progress bar; ``analyze_driver`` merges the parts.
 """
 
 from __future__ import annotations
