@@ -37,6 +37,7 @@ from pipeline.private_files import open_private
 log = structlog.get_logger(__name__)
 
 Report = Callable[[str, int, Any], None]  # (kind, job index, value): "start" (host/pid) or "frames" (count)
+PART_PREFIX = "facestream-part-"  # + the worker's pid: a killed worker's folder is known as such
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
@@ -139,7 +140,8 @@ def analyse_part(settings: Settings, gallery: GalleryPayload | None, job: VideoJ
     limit_threads()
     from daemon.profiles.analyze import analyse  # torch and the daemon: seconds
 
-    tmp = Path(tempfile.mkdtemp(prefix="facestream-part-"))
+    sweep_lost_parts(Path(tempfile.gettempdir()))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{PART_PREFIX}{os.getpid()}-"))
     try:
         video = Path(job.path)
         stem = "_".join(video.stem.split()) or "file"
@@ -170,6 +172,21 @@ def analyse_part(settings: Settings, gallery: GalleryPayload | None, job: VideoJ
                          f"{socket.gethostname()}:{os.getpid()}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sweep_lost_parts(root: Path) -> None:
+    """Remove the part folders of workers on this machine that were killed mid-task (their process is gone):
+    nobody else ever will."""
+    for d in root.glob(f"{PART_PREFIX}*-*"):
+        pid = d.name.removeprefix(PART_PREFIX).split("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            pass  # another user's live process
 
 
 def failed_part(job: VideoJob, error: BaseException | str) -> VideoPart:

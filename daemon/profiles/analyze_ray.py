@@ -38,10 +38,18 @@ class _Tracker:
 
 def analyze_video(settings: Settings, gallery: GalleryPayload | None, job: VideoJob, tracker: Any) -> VideoPart:
     """The task (its name is the worker's process title while it runs: ``ray::analyze_video``)."""
+    import ray
+
     from daemon.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    return analyse_part(settings, gallery, job, lambda kind, index, value: tracker.report.remote(kind, index, value))
+
+    def report(kind: str, index: int, value: Any) -> None:
+        ref = tracker.report.remote(kind, index, value)
+        if kind == "start":  # waited for: once work begins the driver knows of this attempt, so a loss is a retry
+            ray.get(ref, timeout=30)
+
+    return analyse_part(settings, gallery, job, report)
 
 
 def parse_address(address: str) -> tuple[str, int | None]:

@@ -166,17 +166,16 @@ def test_a_pool_of_two_gives_the_one_process_result_and_reports_a_broken_video(l
     assert_same_analysis(local_run, out, ["hamilton", "obama"])
 
 
-def _kill_first_task(proc: subprocess.Popen, title: str = "ray::analyze_video", after_s: float = 0.5) -> int | None:
-    """SIGKILL the first worker seen running a video (its process title) for ``after_s``, mid-task (the task
-    has told the driver it started, it has not finished), once; return its pid."""
-    seen: dict[int, float] = {}
+def _kill_first_task(proc: subprocess.Popen, title: str = "ray::analyze_video") -> int | None:
+    """SIGKILL the first worker seen running a video (its process title) once it is mid-task: its part folder
+    exists (made after the task has told the driver it started, long before it ends); return its pid."""
     while proc.poll() is None:
         for d in filter(str.isdigit, os.listdir("/proc")):
             try:
                 running = Path(f"/proc/{d}/cmdline").read_bytes().startswith(title.encode())
             except OSError:
                 continue
-            if running and time.monotonic() - seen.setdefault(int(d), time.monotonic()) >= after_s:
+            if running and any(Path(tempfile.gettempdir()).glob(f"facestream-part-{d}-*")):
                 os.kill(int(d), signal.SIGKILL)
                 return int(d)
         time.sleep(0.05)
@@ -199,6 +198,7 @@ def test_on_two_nodes_a_worker_killed_mid_task_is_retried(local_run, ray_cluster
     assert retried in ("hamilton", "obama") and count == 1
     assert "analyze_job_retried" in stderr and retried in stderr
     assert_same_analysis(local_run, out, ["hamilton", "obama"])
+    assert not list(Path(tempfile.gettempdir()).glob(f"facestream-part-{killed}-*"))  # swept by the retry
 
 
 def test_an_unreachable_ray_address_is_one_line(cli, clips, tmp_path, stills_gallery) -> None:
