@@ -1,9 +1,10 @@
 """``analyze --workers N`` and ``analyze --ray ADDRESS`` (issue 21, item 1) against a one-process run of the
 same clips (Hamilton and Obama, trimmed to 2 s): the same events minus wall-clock fields, timeline and face
-index. On a real two-node Ray cluster on 127.0.0.1 (``ray start`` subprocesses, stopped by pid): a worker
-killed with SIGKILL mid-task is retried and logged, the report complete with no duplicate; a video that
-fails on a worker is reported with its reason and the exit code while the others are analysed. An
-unreachable ``--ray`` address is one line and exit 2."""
+index. A pool of two: a video that fails on a worker is reported with its reason and the exit code while
+the others are analysed. A real two-node Ray cluster on 127.0.0.1 (``ray start`` subprocesses, its own
+token and temp dir, stopped by pid): a worker killed with SIGKILL mid-task is retried and logged, the
+report complete with no duplicate, the lost part folder swept. An unreachable ``--ray`` address is one
+line and exit 2."""
 
 from __future__ import annotations
 
