@@ -1,4 +1,4 @@
-"""``facestream bench embed|pipeline|http|live|soak|match``: the benchmarks (code in daemon/bench/)."""
+"""``facestream bench embed|pipeline|http|live|soak|match|analyze``: the benchmarks (code in daemon/bench/)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,21 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     result = run_bench(settings, gallery_file(args, settings), Path(args.source), args.baseline,
                        args.baseline_frames, args.liveness)
     print_result(result, args.json)
+    return 0
+
+
+def cmd_bench_analyze(args: argparse.Namespace) -> int:
+    from daemon.bench.analyze import MODES, run_bench_analyze
+
+    settings = settings_from(args)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if bad := [m for m in modes if m not in MODES]:
+        raise CliError(f"--modes: unknown {bad[0]!r}; choose from {', '.join(MODES)}")
+    missing = [v for v in args.videos if not Path(v).is_file()]
+    if missing:
+        raise CliError(f"video file not found: {missing[0]}")
+    print_result(run_bench_analyze(settings, gallery_file(args, settings), [Path(v) for v in args.videos],
+                                   args.copies, modes), args.json)
     return 0
 
 
@@ -149,6 +164,14 @@ def add_commands(sub: Any) -> None:
     live_args(bs, "video file, read N times over as live cameras", 4, 600.0, 60.0,
                "seconds before RSS growth is measured from")
     bs.set_defaults(func=cmd_bench_soak)
+    ba = bench.add_parser("analyze", help="analyze of the same videos in one process, on a pool of 1 and 2 "
+                          "workers and on Ray local: wall times and ratios")
+    ba.add_argument("videos", nargs="+", help="video files")
+    ba.add_argument("--copies", type=int, default=2, help="each video this many times (under other names)")
+    ba.add_argument("--modes", default="one-process,workers-1,workers-2,ray-local")
+    ba.add_argument("--gallery", help="gallery file to match against")
+    ba.add_argument("--json", action="store_true")
+    ba.set_defaults(func=cmd_bench_analyze)
     bm = bench.add_parser("match", help="centroid search on synthetic dlib-shaped galleries: per-face latency of "
                           "exact NumPy, FAISS exact and approximate, recall@1, build time, memory, SQLite open time")
     bm.add_argument("--identities", default="1000,100000", help="gallery sizes, comma-separated (default "

@@ -11,10 +11,20 @@ from daemon.cli.printing import CliError, print_result, print_rows
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from daemon.profiles.analyze import run_analyze
-
     settings = settings_from(args)
-    result = run_analyze(settings, gallery_file(args, settings), [Path(v) for v in args.videos], Path(args.out))
+    if args.workers < 1:
+        raise CliError(f"--workers must be 1 or more, got {args.workers}")
+    if args.ray is not None and args.workers != 1:
+        raise CliError("--workers is for the local pool: with --ray the cluster's CPUs decide (local:N for N)")
+    gallery, videos, out = gallery_file(args, settings), [Path(v) for v in args.videos], Path(args.out)
+    if args.ray is None and args.workers == 1:
+        from daemon.profiles.analyze import run_analyze
+
+        result = run_analyze(settings, gallery, videos, out)
+    else:
+        from daemon.profiles.analyze_driver import run_jobs
+
+        result = run_jobs(settings, gallery, videos, out, args.workers, args.ray)
     print_result(result, args.json)
     return 0 if result["exit_code"] == 0 else 1
 
@@ -67,6 +77,11 @@ def add_commands(sub: Any) -> None:
     an.add_argument("videos", nargs="+", help="video files")
     an.add_argument("--gallery", help="gallery file to match against")
     an.add_argument("--out", required=True, help="folder for the report (created)")
+    an.add_argument("--workers", type=int, default=1, help="videos analysed at once by a local pool of processes "
+                    "(one CPU thread each; default 1: all videos in this process)")
+    an.add_argument("--ray", metavar="ADDRESS", help="run one task per video on Ray (extra [cluster]): auto, "
+                    "local[:N] (this machine, N CPUs) or HOST:PORT of a running cluster; the videos must be "
+                    "readable at the same path on every node")
     an.add_argument("--json", action="store_true")
     an.set_defaults(func=cmd_analyze)
 

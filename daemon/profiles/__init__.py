@@ -1,6 +1,7 @@
 """The three ways our users run the daemon, each wired onto a built daemon by ``attach``: door access
 (``door``: votes, grant action, audit), attendance (``attendance``: marks once per period, the day's
-report) and video analysis (``analyze`` and its file ``outputs``: timeline, annotated videos, report).
+report) and video analysis (``analyze`` and its file ``outputs``: timeline, annotated videos, report; ``analyze_jobs``,
+``analyze_ray`` and ``analyze_driver``: one job per video on a process pool or Ray, merged).
 ``unknowns`` (the unknown visitors) is attached by ``facestream run`` itself, beside the gallery file."""
 
 from __future__ import annotations
