@@ -47,6 +47,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: Any) -> int:
 
     unknowns_location(settings, gallery)  # a bad [unknowns] stops here, before any file is opened
     if (drift_file := drift_location(settings, gallery)) is not None:
+        state = settings.paths.state_dir.expanduser()
+        if state in drift_file.parents and not state.is_dir():  # a database gallery's drift file: the one
+            state.mkdir(mode=0o700, parents=True)  # folder made for the user, as for the other outputs
         check_output(drift_file, "drift.path")
     daemon, parts = build_daemon(settings, gallery, options)
     unknowns = attach_unknowns(daemon)
