@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from daemon_helpers import free_port, run_daemon
-
-from daemon.sinks.zeromq import subscribe
+from daemon_helpers import ZmqCollector, free_port, run_daemon
 
 WALL_CLOCK = {"event_id", "time", "epoch"}
 
@@ -45,21 +41,9 @@ def test_hamilton_clip_recognizes_miranda_once_and_is_deterministic(tmp_path, da
 def test_zmq_subscriber_gets_the_jsonl_events_obama_speech(tmp_path, data_dir, stills_gallery) -> None:
     video = data_dir / "videos" / "known_identity" / "obama_speech.mp4"
     addr = f"tcp://127.0.0.1:{free_port()}"
-    got: list[dict] = []
-    sub = subscribe(addr, ())
-    exited = threading.Event()
-
-    def read() -> None:  # until the daemon has exited and half a second has passed without a message
-        while (event := sub.recv(0.5)) is not None or not exited.is_set():
-            if event is not None:
-                got.append(event[1])
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    collector = ZmqCollector(addr)
     events = run_daemon(tmp_path, video, stills_gallery, "obama", zmq=addr)
-    exited.set()
-    reader.join(30)
-    sub.close()
+    got = collector.done()
     names = {e["identity"] for e in events if e["topic"] == "face.recognized"}
     assert names == {"barack_obama"}
     assert [e["event_id"] for e in got] == [e["event_id"] for e in events]

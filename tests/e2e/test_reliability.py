@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import zmq
 from cli_helpers import REPO
+from daemon_helpers import ZmqCollector
 from rtsp_helpers import RtspServer, free_port, wait_for
 
 from daemon.config import load_settings
@@ -213,33 +214,19 @@ def test_config_is_accepted_before_or_after_the_subcommand(tmp_path) -> None:
 
 def test_sigterm_mid_run_logs_every_event_of_every_processed_frame(tmp_path, data_dir, stills_gallery,
                                                                   reference) -> None:
-    from daemon.sinks.zeromq import subscribe
-
     jsonl = tmp_path / "term.jsonl"
     addr = f"tcp://127.0.0.1:{free_port()}"
-    got: list[dict] = []
-    sub = subscribe(addr, ())
-    exited = threading.Event()
-
-    def read() -> None:  # until the daemon has exited and half a second has passed without a message
-        while (event := sub.recv(0.5)) is not None or not exited.is_set():
-            if event is not None:
-                got.append(event[1])
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    collector = ZmqCollector(addr)
     proc = subprocess.Popen([*CLI, "run", "--source", str(data_dir / HAMILTON), "--gallery", str(stills_gallery),
                              "--events-jsonl", str(jsonl), "--zmq", addr], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             env={**_env(tmp_path), "FACESTREAM_SINKS__ZMQ_WAIT_SUBSCRIBER_S": "30"})
     took, err = _stop_when(proc, jsonl, '"face.recognized"')
-    exited.set()
+    got = collector.done()
     assert proc.returncode == 0, err[-2000:]
     assert took < 5.0, f"stopping took {took:.2f} s"
     assert _events(jsonl)[-1]["topic"] == "stats"
     events = _events(jsonl)
-    reader.join(30)
-    sub.close()
     assert got and {e["event_id"] for e in got} <= {e["event_id"] for e in events}, "published but not logged"
     done = events[-1]["frames_done"]["short_hamilton_clip"]
     assert 0 < done < 275, f"stopped after {done} frames: not mid-run"
