@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.gallery.cache import CachedFace, EmbeddingCache
-from pipeline.gallery.store import Gallery, GalleryError, Identity, register_backend
+from pipeline.gallery.store import Gallery, GalleryError, Identity, blob, register_backend
 from pipeline.pg import NOTIFY_CHANNEL, PgError, PgUrl, check_store, connect, create_store, is_pg_url, parse_url
 
 SCHEMA_VERSION = 2  # 2: gallery_negatives ("not this person", pipeline/gallery/negatives.py)
@@ -49,10 +49,6 @@ CREATE INDEX IF NOT EXISTS gallery_negatives_identity ON facestream.gallery_nega
 """
 TABLES = ("gallery_meta", "gallery_identities", "gallery_templates", "gallery_sources", "gallery_faces",
           "gallery_negatives")
-
-
-def _blob(v: np.ndarray) -> bytes:
-    return np.ascontiguousarray(v, dtype=np.float32).tobytes()
 
 
 def _vec(b: bytes | memoryview) -> np.ndarray:
@@ -96,7 +92,7 @@ class PgFaceCache:
                 "INSERT INTO facestream.gallery_faces(key, sha256, reason, vec, info) VALUES (%s, %s, %s, %s, %s) "
                 "ON CONFLICT (key) DO UPDATE SET sha256 = EXCLUDED.sha256, reason = EXCLUDED.reason, "
                 "vec = EXCLUDED.vec, info = EXCLUDED.info",
-                [(EmbeddingCache.key(sha, ctx), sha, f.reason, _blob(f.vec) if f.vec is not None else None,
+                [(EmbeddingCache.key(sha, ctx), sha, f.reason, blob(f.vec) if f.vec is not None else None,
                   json.dumps(f.info)) for sha, ctx, f in rows])
 
     def rows(self) -> Iterator[tuple[str, str, CachedFace]]:
@@ -111,14 +107,12 @@ def _insert_person(cur: Any, p: Identity, now: float) -> None:
     """``p`` with its templates in order, replacing a same-named identity (inside the caller's transaction)."""
     cur.execute("DELETE FROM facestream.gallery_identities WHERE name = %s", (p.name,))
     cur.execute("INSERT INTO facestream.gallery_identities(name, centroid, created, updated) VALUES "
-                "(%s, %s, %s, %s) RETURNING id", (p.name, _blob(p.centroid), now, now))
+                "(%s, %s, %s, %s) RETURNING id", (p.name, blob(p.centroid), now, now))
     iid = cur.fetchone()[0]
     cur.executemany(
         "INSERT INTO facestream.gallery_templates(identity_id, sha256, path, vec, prob, face_px, blur, "
         "outlier, added) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        [(iid, sha, path, _blob(v), q.get("prob"), q.get("face_px"), q.get("blur"), bool(o), now)
-         for v, o, path, sha, q in zip(p.templates, p.outlier, p.paths, p.sha256s,
-                                       p.quality or [{}] * len(p.paths), strict=True)])
+        p.template_rows(iid, now))
 
 
 class PgChangeFeed:
@@ -360,7 +354,7 @@ class PgGallery(Gallery):
             if not cur.execute("SELECT 1 FROM facestream.gallery_identities WHERE name = %s", (name,)).fetchone():
                 raise GalleryError(f"no identity named {name!r} in {self.url}")
             cur.execute("INSERT INTO facestream.gallery_negatives(identity, vec, source, added) VALUES "
-                        "(%s, %s, %s, %s)", (name, _blob(vec), source, time.time()))
+                        "(%s, %s, %s, %s)", (name, blob(vec), source, time.time()))
             self._store_calibration(cur, figures)
             self._touch()
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.gallery.cache import SCHEMA as CACHE_SCHEMA
 from pipeline.gallery.cache import EmbeddingCache
-from pipeline.gallery.store import Gallery, GalleryError, Identity, is_url, register_backend
+from pipeline.gallery.store import Gallery, GalleryError, Identity, blob, is_url, register_backend
 from pipeline.private_files import PRIVATE_MODE, tighten
 
 SCHEMA_VERSION = 2  # 2: negatives ("not this person", pipeline/gallery/negatives.py)
@@ -101,10 +101,6 @@ def _tighten(path: Path) -> None:
             tighten(side)
 
 
-def _blob(v: np.ndarray) -> bytes:
-    return np.ascontiguousarray(v, dtype=np.float32).tobytes()
-
-
 def _vec(b: bytes) -> np.ndarray:
     return np.frombuffer(b, dtype=np.float32).copy()
 
@@ -113,13 +109,11 @@ def _insert_person(cur: sqlite3.Connection, p: Identity, now: float) -> None:
     """``p`` with its templates in order, replacing a same-named identity (inside the caller's transaction)."""
     cur.execute("DELETE FROM identities WHERE name = ?", (p.name,))
     iid = cur.execute("INSERT INTO identities(name, centroid, created, updated) VALUES (?, ?, ?, ?)",
-                      (p.name, _blob(p.centroid), now, now)).lastrowid
+                      (p.name, blob(p.centroid), now, now)).lastrowid
     cur.executemany(
         "INSERT INTO templates(identity_id, sha256, path, vec, prob, face_px, blur, outlier, added) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [(iid, sha, path, _blob(v), q.get("prob"), q.get("face_px"), q.get("blur"), int(o), now)
-         for v, o, path, sha, q in zip(p.templates, p.outlier, p.paths, p.sha256s,
-                                       p.quality or [{}] * len(p.paths), strict=True)])
+        p.template_rows(iid, now))
 
 
 class SqliteGallery(Gallery):
@@ -331,7 +325,7 @@ class SqliteGallery(Gallery):
             if not cur.execute("SELECT 1 FROM identities WHERE name = ?", (name,)).fetchone():
                 raise GalleryError(f"no identity named {name!r} in {self.path}")
             cur.execute("INSERT INTO negatives(identity, vec, source, added) VALUES (?, ?, ?, ?)",
-                        (name, _blob(vec), source, time.time()))
+                        (name, blob(vec), source, time.time()))
             self._store_calibration(cur, figures)
             self._touch(cur)
 

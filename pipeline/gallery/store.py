@@ -40,6 +40,18 @@ class Identity:
     sha256s: list[str]
     quality: list[dict] | None = None  # per template: prob, face_px, blur
 
+    def template_rows(self, identity_id: int, now: float) -> list[tuple]:
+        """Each template as a backend's ``templates`` row: (identity_id, sha256, path, vec, prob, face_px, blur,
+        outlier, added) — one shape for SQLite and PostgreSQL."""
+        return [(identity_id, sha, path, blob(v), q.get("prob"), q.get("face_px"), q.get("blur"), bool(o), now)
+                for v, o, path, sha, q in zip(self.templates, self.outlier, self.paths, self.sha256s,
+                                              self.quality or [{}] * len(self.paths), strict=True)]
+
+
+def blob(v: np.ndarray) -> bytes:
+    """A vector as the bytes a backend stores (float32, C order)."""
+    return np.ascontiguousarray(v, dtype=np.float32).tobytes()
+
 
 class FaceCache(Protocol):
     """Embeddings of photos by content hash and context (``pipeline/gallery/cache.py`` is the SQLite one)."""
