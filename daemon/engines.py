@@ -26,23 +26,18 @@ def configured_embedder(settings: Settings) -> Embedder:
 
     e = settings.embedder
     return load_embedder(e.model, e.runtime, e.device, e.flip, e.weights_path, e.allow_cpu_fallback,
-                         settings.cache_dir / "exports", e.batch_size, e.download)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+                         settings.cache_dir / "exports", e.batch_size, e.download, precision=e.precision)
 
 
 def still_engine(settings: Settings, policy: str, cache: EmbeddingCache | None = None) -> StillEmbedder:
-    """Detector + embedder + embedding cache for photos; the detector follows the embedder onto CUDA."""
+    """Detector + embedder + embedding cache for photos, each on its configured device."""
     from models.detector import MTCNNDetector
     from pipeline.gallery.cache import EmbeddingCache
     from pipeline.gallery.stills import StillEmbedder
 
-    detector = MTCNNDetector(settings.detector.to_settings(), "cuda" if settings.embedder.device != "cpu"
-                             and _cuda() else "cpu")
+    d = settings.detector
+    detector = MTCNNDetector(d.to_settings(), d.device, d.runtime, export_dir=settings.cache_dir / "exports",
+                             allow_cpu_fallback=d.allow_cpu_fallback)
     cache = cache or EmbeddingCache(settings.cache_dir / "embeddings.sqlite")
     return StillEmbedder(detector, configured_embedder(settings), cache, policy=policy)
 
@@ -85,7 +80,8 @@ def stream_embedder(settings: Settings, model_id: str | None, where: str) -> Emb
 
         torch.set_num_threads(p.threads_per_stage)
     embedder = load_embedder(name, e.runtime, e.device, flip, e.weights_path, e.allow_cpu_fallback,
-                             settings.cache_dir / "exports", e.batch_size, e.download, p.threads_per_stage)
+                             settings.cache_dir / "exports", e.batch_size, e.download, p.threads_per_stage,
+                             e.precision)
     if model_id and embedder.model_id != model_id:
         raise ValueError(f"{where} was built with {model_id}; this facestream embeds with {embedder.model_id}: "
                          "rebuild it with 'facestream gallery build'")
@@ -100,8 +96,8 @@ def stream_detector(settings: Settings) -> MTCNNDetector:
     d = settings.detector
     return MTCNNDetector(DetectorSettings(d.stream_min_face_size, tuple(d.thresholds), d.min_prob, d.factor,
                                           min_face_in_frame=True, fast_resampling=True),
-                         runtime=d.runtime, threads=max(1, settings.pipeline.threads_per_stage),
-                         export_dir=settings.cache_dir / "exports")
+                         device=d.device, runtime=d.runtime, threads=max(1, settings.pipeline.threads_per_stage),
+                         export_dir=settings.cache_dir / "exports", allow_cpu_fallback=d.allow_cpu_fallback)
 
 
 def load_gallery_state(settings: Settings, path: Path | str | None) -> tuple[GalleryState, str | None]:

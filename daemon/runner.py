@@ -258,7 +258,16 @@ class Daemon:
             events_sent=ev.events_sent, events_dropped_zmq=zmq.dropped if zmq else 0,
             sink_errors=dict(ev.sink_errors), frames_done=dict(ev.frames_done), latency=ev.latency(),
             gallery=self.gallery_state(),
-            sink_counters={k: v for s in self._sinks if hasattr(s, "counters") for k, v in s.counters().items()})
+            sink_counters={k: v for s in self._sinks if hasattr(s, "counters") for k, v in s.counters().items()},
+            engines=self.engines())
+
+    def engines(self) -> dict[str, dict[str, str]]:
+        """The runtime and execution provider each network actually got (ONNX Runtime's, or torch's device)."""
+        s = self.settings
+        return {"detector": {"runtime": self.detector.runtime, "provider": self.detector.provider,
+                             "device": s.detector.device, "precision": "fp32"},
+                "embedder": {"runtime": self.embedder.runner.runtime, "provider": self.embedder.provider,
+                             "device": s.embedder.device, "precision": self.embedder.precision}}
 
     def stats(self) -> dict[str, Any]:
         """The ``stats`` event's body (the events stage asks for it every ``pipeline.stats_interval_s``)."""
@@ -314,7 +323,8 @@ class Daemon:
             task.start()
         if self._follower is not None:
             self._follower.start()
-        log.info("daemon_started", sources=[s.display_uri for s in self.specs], model=self.embedder.model_id)
+        log.info("daemon_started", sources=[s.display_uri for s in self.specs], model=self.embedder.model_id,
+                 engines=self.engines())
         # Files end by themselves; a daemon with no source at all (facestream serve) runs until stopped.
         ends_by_itself = bool(self.specs) and all(not s.live for s in self.specs)
         while not self._stop.is_set():

@@ -58,6 +58,9 @@ class DaemonStats:
     latency: dict[str, float | None]
     gallery: GalleryState
     sink_counters: dict[str, Any] = field(default_factory=dict)  # the MQTT sink's: published, spooled, ...
+    # What each network actually runs on: {"detector": {...}, "embedder": {...}} with runtime, provider,
+    # device asked for and precision (a CUDA request that fell back to the CPU shows here, not only in a log).
+    engines: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def as_event(self) -> dict[str, Any]:
         """The body of the ``stats`` event (the events stage adds latency and the track counts)."""

@@ -21,14 +21,15 @@ class MTCNNDetector:
     """Batched MTCNN returning per frame a list of :class:`Detection`."""
 
     def __init__(self, settings: DetectorSettings | None = None, device: str = "cpu", runtime: str = "onnx",
-                 threads: int = 1, export_dir: Path | None = None) -> None:
+                 threads: int = 1, export_dir: Path | None = None, allow_cpu_fallback: bool = False) -> None:
         from models.mtcnn import load_nets
 
         self.settings = settings or DetectorSettings()
         self.device = device
         # pnet/rnet/onet weights from facenet-pytorch's data folder
-        self.nets = load_nets(runtime, device, threads, export_dir)
+        self.nets = load_nets(runtime, device, threads, export_dir, allow_cpu_fallback)
         self.runtime = self.nets.runtime
+        self.provider = self.nets.provider
 
     def _frame_scale(self, shape: tuple[int, ...]) -> float:
         scale = self.settings.scale

@@ -94,6 +94,7 @@ class MtcnnNets:
     rnet: NetFn
     onet: NetFn
     runtime: str
+    provider: str = "CPUExecutionProvider"  # ONNX Runtime's execution provider, or torch's device
 
 
 def load_modules() -> tuple[PNet, RNet, ONet]:
@@ -116,11 +117,10 @@ def _torch_fn(module: nn.Module, device: torch.device) -> NetFn:
     return run
 
 
-def _onnx_fn(module: nn.Module, name: str, export_dir: Path, threads: int, example: tuple[int, ...]) -> NetFn:
-    import onnxruntime as ort
-
+def _onnx_fn(module: nn.Module, name: str, export_dir: Path, threads: int, example: tuple[int, ...],
+             device: str = "cpu", allow_cpu_fallback: bool = False) -> tuple[NetFn, str]:
     from models.export import atomic_target
-    from models.runtime import module_fingerprint
+    from models.runtime import module_fingerprint, onnx_session
 
     path = export_dir / f"mtcnn-{name}-{module_fingerprint(module)}.onnx"
     if not path.is_file():
@@ -138,34 +138,31 @@ def _onnx_fn(module: nn.Module, name: str, export_dir: Path, threads: int, examp
             tmp.replace(path)
         finally:
             tmp.unlink(missing_ok=True)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads > 0:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    # Worker threads that spin between runs steal the other stages' core (two pools on 2 cores crawl).
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = onnx_session(path, device, allow_cpu_fallback, threads)
 
     def run(x: np.ndarray) -> tuple[np.ndarray, ...]:
         return tuple(session.run(None, {"x": x}))
 
-    return run
+    return run, session.get_providers()[0]
 
 
-def load_nets(runtime: str = "onnx", device: str = "cpu", threads: int = 1, export_dir: Path | None = None
-              ) -> MtcnnNets:
-    """The cascade's networks on ``runtime`` ('onnx' or 'torch'); exports are cached in ``export_dir``."""
+def load_nets(runtime: str = "onnx", device: str = "cpu", threads: int = 1, export_dir: Path | None = None,
+              allow_cpu_fallback: bool = False) -> MtcnnNets:
+    """The cascade's networks on ``runtime`` ('onnx' or 'torch') and ``device`` (ONNX on 'cuda' runs CUDA's
+    execution provider: an error where there is none, unless CPU fallback is allowed); exports are cached in
+    ``export_dir``."""
     modules = load_modules()
-    if runtime == "torch" or device != "cpu":
-        dev = torch.device(device)
-        return MtcnnNets(*(_torch_fn(m, dev) for m in modules), runtime="torch")
+    if runtime == "torch":
+        from models.runtime import torch_device
+
+        dev = torch_device(device, allow_cpu_fallback)
+        return MtcnnNets(*(_torch_fn(m, dev) for m in modules), runtime="torch", provider=str(dev))
     if runtime != "onnx":
         raise ValueError(f"detector runtime must be 'onnx' or 'torch', got {runtime!r}")
     if export_dir is None:
         from models.paths import default_cache_dir
 
         export_dir = default_cache_dir() / "exports"
-    fns = [_onnx_fn(m, n, export_dir, threads, ex) for m, n, ex in
+    fns = [_onnx_fn(m, n, export_dir, threads, ex, device, allow_cpu_fallback) for m, n, ex in
            zip(modules, ("pnet", "rnet", "onet"), ((1, 3, 64, 64), (2, 3, 24, 24), (2, 3, 48, 48)), strict=True)]
-    return MtcnnNets(*fns, runtime="onnx")
+    return MtcnnNets(*(f for f, _ in fns), runtime="onnx", provider=fns[0][1])

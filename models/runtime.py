@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import structlog
@@ -27,9 +27,13 @@ class RuntimeUnavailableError(RuntimeError):
     """The requested runtime or device cannot be had here."""
 
 
+PRECISIONS = ("fp32", "fp16")
+
+
 class Runner(Protocol):
     runtime: str
     provider: str
+    precision: str
 
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
 
@@ -43,7 +47,7 @@ def module_fingerprint(module: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def _torch_device(device: str, allow_cpu_fallback: bool) -> torch.device:
+def torch_device(device: str, allow_cpu_fallback: bool) -> torch.device:
     if device == "cpu":
         return torch.device("cpu")
     if device.startswith("cuda"):
@@ -57,14 +61,38 @@ def _torch_device(device: str, allow_cpu_fallback: bool) -> torch.device:
     raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
 
 
+class HalfPrecision(nn.Module):
+    """``module`` with fp16 weights and activations behind float32 input and output: the half-precision
+    model every runtime runs (and ONNX exports) with the same call signature as the float32 one."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.inner = module.half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.half()).float()
+
+
+def with_precision(module: nn.Module, precision: str) -> nn.Module:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        return module
+    import copy
+
+    return HalfPrecision(copy.deepcopy(module)).eval()  # the caller's float32 module stays as it was
+
+
 class TorchRunner:
     """Eager torch (``runtime='torch'``) or a TorchScript module (``runtime='torchscript'``)."""
 
-    def __init__(self, module: nn.Module, device: torch.device, runtime: str = "torch") -> None:
+    def __init__(self, module: nn.Module, device: torch.device, runtime: str = "torch",
+                 precision: str = "fp32") -> None:
         self.module = module.to(device).eval()
         self.device = device
         self.runtime = runtime
         self.provider = str(device)
+        self.precision = precision
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -77,49 +105,81 @@ class OnnxRunner:
 
     runtime = "onnx"
 
-    def __init__(self, path: Path, device: str, allow_cpu_fallback: bool, threads: int = 0) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise RuntimeUnavailableError(
-                "onnxruntime is not installed: pip install 'facestream[cpu]' (or '[gpu]' for CUDA)") from None
-        want_cuda = device.startswith("cuda")
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda else ["CPUExecutionProvider"]
-        available = ort.get_available_providers()
-        providers = [p for p in providers if p in available]
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads > 0:
-            opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=providers)
-        got = self.session.get_providers()
-        self.provider = got[0] if got else "none"
-        if want_cuda and self.provider != "CUDAExecutionProvider":
-            if not allow_cpu_fallback:
-                raise RuntimeUnavailableError(
-                    f"ONNX Runtime could not use CUDA (got {got}); install 'facestream[gpu]' with a working "
-                    "CUDA, or set allow_cpu_fallback")
-            log.warning("onnx_cuda_unavailable_falling_back_to_cpu", providers=got)
+    def __init__(self, path: Path, device: str, allow_cpu_fallback: bool, threads: int = 0,
+                 precision: str = "fp32") -> None:
+        self.session = onnx_session(path, device, allow_cpu_fallback, threads)
+        self.provider = self.session.get_providers()[0]
+        self.precision = precision
+        self.device_id = cuda_index(device)
         self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.provider != "CUDAExecutionProvider":
+            return self.session.run(None, {self.input_name: x})[0]
+        # I/O binding on CUDA: the batch goes to the GPU once and every layer's output stays there; only the
+        # [N, D] embeddings come back (session.run would also stage through host buffers it allocates per call).
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, x)
+        binding.bind_output(self.output_name, "cuda", self.device_id)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+
+def cuda_index(device: str) -> int:
+    """The N of 'cuda:N' (0 for 'cuda' and 'cpu')."""
+    _, _, n = device.partition(":")
+    return int(n) if n.isdigit() else 0
+
+
+def onnx_session(path: Path, device: str, allow_cpu_fallback: bool, threads: int = 0) -> Any:
+    """An ONNX Runtime session on CUDA's execution provider when ``device`` asks for it (an error when it
+    cannot be had, unless CPU fallback is allowed), else on the CPU with ``threads`` non-spinning threads."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RuntimeUnavailableError(
+            "onnxruntime is not installed: pip install 'facestream[cpu]' (or '[gpu]' for CUDA)") from None
+    want_cuda = device.startswith("cuda")
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if want_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": cuda_index(device)}))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads > 0:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    # Worker threads that spin between runs steal the other stages' core (two pools on 2 cores crawl).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), opts, providers=providers)
+    got = session.get_providers()
+    if want_cuda and got[0] != "CUDAExecutionProvider":
+        if not allow_cpu_fallback:
+            raise RuntimeUnavailableError(
+                f"ONNX Runtime could not use CUDA for {path.name} (providers here: {ort.get_available_providers()}); "
+                "install 'facestream[gpu]' with a working CUDA, or set allow_cpu_fallback")
+        log.warning("onnx_cuda_unavailable_falling_back_to_cpu", model=path.name, providers=got)
+    return session
 
 
 def make_runner(module: nn.Module, name: str, input_size: int, runtime: str, device: str = "cpu",
-                allow_cpu_fallback: bool = False, export_dir: Path | None = None, threads: int = 0) -> Runner:
-    """Wrap ``module`` in the requested runtime, exporting (and caching the export) as needed."""
+                allow_cpu_fallback: bool = False, export_dir: Path | None = None, threads: int = 0,
+                precision: str = "fp32") -> Runner:
+    """Wrap ``module`` in the requested runtime and precision, exporting (and caching the export) as needed."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    module = module.eval()
+    fingerprint = module_fingerprint(module.eval())  # of the float32 weights: fp16 is named after them
+    module = with_precision(module, precision)
     if runtime == "onnx":
         export_dir = export_dir or default_cache_dir() / "exports"
-        path = export_dir / f"{name}-{module_fingerprint(module)}.onnx"
+        suffix = "" if precision == "fp32" else f"-{precision}"
+        path = export_dir / f"{name}-{fingerprint}{suffix}.onnx"
         if not path.is_file():
             export_onnx(module, input_size, path)
-        return OnnxRunner(path, device, allow_cpu_fallback, threads)
-    dev = _torch_device(device, allow_cpu_fallback)
+        return OnnxRunner(path, device, allow_cpu_fallback, threads, precision)
+    dev = torch_device(device, allow_cpu_fallback)
     if runtime == "torchscript":
         scripted = export_torchscript(module, input_size, None)
-        return TorchRunner(scripted, dev, "torchscript")
-    return TorchRunner(module, dev, "torch")
+        return TorchRunner(scripted, dev, "torchscript", precision)
+    return TorchRunner(module, dev, "torch", precision)

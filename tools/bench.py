@@ -31,6 +31,7 @@ def bench_embed(embedder: Embedder, batch: int, seconds: float = 5.0, warmup: in
         "model": embedder.model_id,
         "runtime": embedder.runner.runtime,
         "provider": embedder.runner.provider,
+        "precision": embedder.precision,
         "batch": batch,
         "batches": runs,
         "faces_per_s": round(runs * batch / elapsed, 1),

@@ -90,6 +90,8 @@ def run_verify(engine: StillEmbedder, pairs_csv: str, tune_csv: str | None = Non
         "tuned_on": tuned_on,
         "model": engine.embedder.model_id,
         "runtime": engine.embedder.runner.runtime,
+        "precision": engine.embedder.precision,
+        "provider": engine.embedder.provider,
         "embedded": engine.computed,
         "from_cache": engine.cached,
         "failed_images": failed[:20],

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from daemon.bench.gpu_memory import gpu_memory_mb
 from daemon.bench.rtsp_server import RtspServerProcess
 from daemon.bench.soak import rss_halves, rss_mb
 from daemon.config import Settings, with_overrides
@@ -146,5 +147,5 @@ def _measure(settings: Settings, gallery: Path | None, urls: list[str], seconds:
         # per stream (bounded queues cannot grow without limit; a growing one means a stage fell behind).
         "queue_grew": last - first > len(ids),
         "latency_p99_ms": _pct([x for i in ids for x in end[i][3][start[i][3]:]], 99),
-        **rss_halves(rss), "exit_code": rc.get("rc"),
+        **rss_halves(rss), "exit_code": rc.get("rc"), "engines": daemon.engines(), "gpu_memory_mb": gpu_memory_mb(),
     }

@@ -24,6 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from daemon.bench.gpu_memory import gpu_memory_mb
 from daemon.config import Settings, with_overrides
 from daemon.profiles import build_daemon
 
@@ -94,7 +95,8 @@ def pipeline_run(settings: Settings, gallery: Path | str | None, path: Path) -> 
         1000 * live.scoring_s / live.faces_scored, 2) if live.faces_scored else None} if live is not None else {}
     return {**scored, "fps": frames / elapsed, "processing_fps": round(frames / max(1e-6, t_done - t1), 2),
             "close_s": round(elapsed - (t_done - t1), 3), "frames": frames, "startup_s": startup, "elapsed_s": elapsed,
-            "faces_embedded": snap.faces_embedded, "latency": snap.latency, "exit_code": rc.get("rc")}
+            "faces_embedded": snap.faces_embedded, "latency": snap.latency, "exit_code": rc.get("rc"),
+            "engines": snap.engines}
 
 
 def baseline_fps(settings: Settings, path: Path, max_frames: int | None) -> dict[str, Any]:
@@ -160,6 +162,7 @@ def run_bench(settings: Settings, gallery: Path | None, source: Path, baseline: 
         "startup_s": round(pipe["startup_s"], 2),
         "latency_p50_ms": pipe["latency"]["p50_ms"], "latency_p99_ms": pipe["latency"]["p99_ms"],
         "frames": pipe["frames"], "threads_per_stage": settings.pipeline.threads_per_stage,
+        "engines": pipe["engines"], "gpu_memory_mb": gpu_memory_mb(),
     }
     if liveness is not None:
         out.update(door=True, liveness=liveness, liveness_faces_scored=pipe.get("liveness_faces_scored", 0),

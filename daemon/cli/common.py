@@ -16,7 +16,7 @@ from daemon.logs import configure_logging
 def settings_from(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     emb: dict[str, Any] = {}
-    for key in ("model", "runtime", "device"):
+    for key in ("model", "runtime", "device", "precision"):
         if getattr(args, key, None):
             emb[key] = getattr(args, key)
     if getattr(args, "flip", False):
@@ -24,6 +24,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if emb:
         base = load_settings(args.config)
         overrides["embedder"] = base.embedder.model_copy(update=emb).model_dump()
+        if "device" in emb:  # one --device moves both networks
+            overrides["detector"] = base.detector.model_copy(update={"device": emb["device"]}).model_dump()
     settings = load_settings(args.config, **overrides)
     configure_logging(settings.log_level, settings.log_format)
     return settings
@@ -57,7 +59,8 @@ def gallery_file(args: argparse.Namespace, settings: Settings) -> Path | str | N
 def model_opts(sp: argparse.ArgumentParser, flip: bool = True) -> None:
     sp.add_argument("--model", help="embedding model (see 'facestream models list')")
     sp.add_argument("--runtime", choices=["torch", "torchscript", "onnx"], help="inference runtime")
-    sp.add_argument("--device", help="cpu or cuda[:N]")
+    sp.add_argument("--device", help="cpu or cuda[:N], for the embedder and the detector")
+    sp.add_argument("--precision", choices=["fp32", "fp16"], help="the embedder's weights and activations")
     if flip:
         sp.add_argument("--flip", action="store_true", help="average embeddings with the mirrored face")
 

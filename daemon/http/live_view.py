@@ -42,7 +42,8 @@ class SourceView:
     frame_time: float = 0.0  # wall time the newest frame was done
     tracks: tuple[Any, ...] = ()  # the newest frame's tracks (immutable), named from ``claims`` on request
     claims: dict[int, str | None] = field(default_factory=dict)
-    processed: deque[float] = field(default_factory=lambda: deque(maxlen=512))  # wall time of each frame done
+    processed: deque[float] = field(default_factory=lambda: deque(maxlen=512))  # capture time of each frame done
+    first_capture: float | None = None  # of the first frame done: the rate's window never starts before it
 
 
 class LiveView:
@@ -61,7 +62,11 @@ class LiveView:
             view = self.sources.setdefault(frame.source_id, SourceView(frame.source_id))
             view.image, view.frame_index, view.frame_time = frame.image, frame.index, now
             view.tracks, view.claims = msg.tracked.tracks, dict(claims)
-            view.processed.append(now)
+            # Counted at the frame's capture time: frames handed on in a batch (several cameras' frames embedded
+            # in one call) arrive together, and their arrival times would read as a burst of speed.
+            view.processed.append(frame.capture_time)
+            if view.first_capture is None:
+                view.first_capture = frame.capture_time
 
     def source_ended(self, source_id: str) -> None:
         pass  # the last frame stays on show; the state comes with the status event
@@ -89,8 +94,11 @@ class LiveView:
         now = time.time()
         with self._lock:
             v = self.sources[source_id]
-            recent = [t for t in v.processed if now - t <= window_s]
-            fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+            # Frames captured in the window and processed, over the window (cut at the first frame): a camera's
+            # rate, whatever the bursts in which stages hand frames on.
+            start = max(now - window_s, v.first_capture or now)
+            recent = [t for t in v.processed if t >= start]
+            fps = len(recent) / (now - start) if now - start > 0.1 else 0.0
             return {"id": v.source_id, "state": v.state, "detail": v.detail, "state_since": round(v.since, 3),
                     "fps": round(fps, 2), "frame": v.frame_index,
                     "last_frame_age_s": round(now - v.frame_time, 2) if v.frame_index >= 0 else None,

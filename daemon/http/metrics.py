@@ -45,6 +45,12 @@ class _DaemonCollector(Collector):
             up.add_metric([src.id], float(self.owner.source_up(src.id)))
         yield from (read, dropped, done, up)
         yield CounterMetricFamily("facestream_faces_embedded", "Faces aligned and embedded.", value=snap.faces_embedded)
+        engines = GaugeMetricFamily("facestream_engine_info", "1 per network, labelled with the runtime, execution "
+                                    "provider and precision it actually runs on.",
+                                    labels=["network", "runtime", "provider", "precision"])
+        for net, e in snap.engines.items():
+            engines.add_metric([net, e["runtime"], e["provider"], e["precision"]], 1.0)
+        yield engines
         scans = CounterMetricFamily("facestream_detections", "Detector runs by kind: full-frame scans and crop "
                                     "refreshes of known faces.", labels=["kind"])
         scans.add_metric(["scan"], snap.frames_detected)

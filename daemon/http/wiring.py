@@ -92,7 +92,7 @@ def status(daemon: Daemon, view: Any, hub: Any, paths: bool = False) -> dict[str
                         "frames_read": src.frames_read, "frames_dropped": src.frames_dropped,
                         "frames_processed": src.frames_processed})
     g, gal = daemon.gallery_path, snap.gallery
-    return {"uptime_s": snap.uptime_s, "model": snap.model_id,
+    return {"uptime_s": snap.uptime_s, "model": snap.model_id, "engines": snap.engines,
             "gallery": {"path": (str(g) if paths else location_name(g)) if g else None, "version": gal.version,
                         "state": gal.state,
                         "identities": gal.identities, "threshold": round(gal.threshold, 4),

@@ -84,7 +84,9 @@ class StillEmbedder:
         self.policy = policy
         self.max_pixels = max_pixels
         self.chunk = chunk
-        self.context = f"{detector.settings.ident}|{policy}{POLICY_VERSION}|{embedder.model_id}"
+        # fp16 vectors share the model id (they match a float32 gallery) but are not the same numbers: cached apart.
+        half = "" if getattr(embedder, "precision", "fp32") == "fp32" else f"|{embedder.precision}"
+        self.context = f"{detector.settings.ident}|{policy}{POLICY_VERSION}|{embedder.model_id}{half}"
         self.computed = 0
         self.cached = 0
 

@@ -106,6 +106,11 @@ def test_status_snapshot_and_metrics_follow_the_video(live) -> None:
     assert src["state"] == "opened" and src["live"] is True
     assert 5.0 <= src["fps"] <= 31.0  # measured, not a speed target: the clip plays at 29.97 frames/s
     assert set(status["queues"]) == {"frames", "detected", "tracked", "embedded", "matched"}
+    # The provider each network actually got (a CUDA request that fell back would show CPU here; the tests'
+    # daemons embed on torch, which starts faster than an ONNX export).
+    assert status["engines"] == {
+        "detector": {"runtime": "onnx", "provider": "CPUExecutionProvider", "device": "cpu", "precision": "fp32"},
+        "embedder": {"runtime": "torch", "provider": "cpu", "device": "cpu", "precision": "fp32"}}
 
     shot = live.get(f"/v1/sources/{SOURCE}/snapshot.jpg")
     assert shot.status_code == 200 and shot.headers["content-type"] == "image/jpeg"
@@ -118,6 +123,9 @@ def test_status_snapshot_and_metrics_follow_the_video(live) -> None:
         fams = {f.name: f for f in text_string_to_metric_families(live.get("/metrics").text)}
         return next(s.value for s in fams["facestream_frames_processed"].samples if s.labels["source"] == SOURCE)
 
+    fams = {f.name: f for f in text_string_to_metric_families(live.get("/metrics").text)}
+    assert {(s.labels["network"], s.labels["provider"]) for s in fams["facestream_engine_info"].samples} == {
+        ("detector", "CPUExecutionProvider"), ("embedder", "cpu")}
     first = frames()
     time.sleep(2.0)
     assert frames() - first >= 10  # it grows (about 60 frames in 2 s)

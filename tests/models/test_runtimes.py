@@ -85,3 +85,34 @@ def test_cuda_request_without_cuda_stops_unless_fallback_allowed(dlib_embedder, 
             make_runner(module, "dlib-resnet-v1", 150, runtime, "cuda", False, tmp_path)
         runner = make_runner(module, "dlib-resnet-v1", 150, runtime, "cuda", True, tmp_path)
         assert "cpu" in runner.provider.lower()
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_fp16_embeddings_agree_with_fp32_on_real_chips(real_chips, tmp_path, runtime) -> None:
+    """Half precision must keep a face's vector where float32 puts it (LFW DevTest: same accuracy, docs)."""
+    full = load_embedder("dlib-resnet-v1", runtime=runtime, export_dir=tmp_path)
+    half = load_embedder("dlib-resnet-v1", runtime=runtime, export_dir=tmp_path, precision="fp16")
+    assert (full.precision, half.precision) == ("fp32", "fp16")
+    assert half.model_id == full.model_id  # an fp16 daemon matches a float32 gallery
+    a, b = full.embed(real_chips[150]), half.embed(real_chips[150])
+    cos = np.sum(a * b, axis=1)
+    assert float(cos.min()) >= 0.9995, cos
+    assert float(np.abs(a - b).max()) > 0  # it really ran in half precision, not the float32 model again
+    if runtime == "onnx":
+        assert sorted(p.name for p in tmp_path.glob("*.onnx")) == sorted(
+            p.name for p in tmp_path.glob("dlib-resnet-v1-*.onnx"))
+        assert len(list(tmp_path.glob("*-fp16.onnx"))) == 1
+    with pytest.raises(ValueError, match="precision must be one of fp32, fp16, got 'int8'"):
+        load_embedder("dlib-resnet-v1", runtime=runtime, export_dir=tmp_path, precision="int8")
+
+
+def test_detector_cuda_request_without_cuda_stops_unless_fallback_allowed(tmp_path) -> None:
+    from models.detector import MTCNNDetector
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present on this machine")
+    for runtime in ("onnx", "torch"):
+        with pytest.raises(RuntimeUnavailableError, match="CUDA"):
+            MTCNNDetector(device="cuda", runtime=runtime, export_dir=tmp_path)
+        det = MTCNNDetector(device="cuda", runtime=runtime, export_dir=tmp_path, allow_cpu_fallback=True)
+        assert "cpu" in det.provider.lower()
