@@ -83,19 +83,19 @@ def run_live(settings: Settings, gallery: Path | None, source: Path, streams: in
         port = _free_port()
         server = RtspServerProcess(port, {f"/s{i}": served for i in range(streams)})
         try:
-            return _measure(settings, gallery, [server.url(f"/s{i}") for i in range(streams)],
+            return measure(settings, gallery, [server.url(f"/s{i}") for i in range(streams)],
                             seconds, warmup_s, sample_s) | {"prepare_s": round(prepare_s, 1), "size": size,
                                                            "fps_served": fps, "source": str(source)}
         finally:
             server.close()
 
 
-def _measure(settings: Settings, gallery: Path | None, urls: list[str], seconds: float, warmup_s: float,
-             sample_s: float) -> dict[str, Any]:
+def measure(settings: Settings, gallery: Path | None, urls: list[str], seconds: float, warmup_s: float,
+             sample_s: float, source_options: dict[str, Any] | None = None) -> dict[str, Any]:
     settings = with_overrides(settings, sinks={"zmq": None, "jsonl": None, "stdout": False, "timeline_csv": None,
                                                "annotate_dir": None})
     settings = settings.model_copy(update={"sources": urls})
-    daemon = Daemon(settings, gallery)
+    daemon = Daemon(settings, gallery, source_options)
     rc: dict[str, int] = {}
     runner = threading.Thread(target=lambda: rc.update(rc=daemon.run(install_signals=False)), daemon=True)
     runner.start()

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from daemon.cli.common import gallery_file, live_args, model_opts, settings_from
+from daemon.cli.common import device_opts, gallery_file, live_args, model_opts, settings_from
 from daemon.cli.printing import CliError, print_result
 from daemon.engines import configured_embedder
 from pipeline.match_index import IndexParams
@@ -73,6 +73,23 @@ def cmd_bench_live(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     print_result(result, args.json)
     return 0
+
+
+def cmd_bench_gpu(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from daemon.bench.gpu import run_bench_gpu
+
+    settings = settings_from(args)
+    data = Path(args.data or os.environ.get("FACESTREAM_DATA") or "../shared/data").expanduser()
+    device = args.device or ("cpu" if args.dry_run else "cuda")
+    try:
+        result = run_bench_gpu(settings, data, device, args.dry_run)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    print(json.dumps(result, separators=(",", ":")))  # one line, whatever --json says: the check's record
+    return 0 if result["ok"] else 1
 
 
 def cmd_bench_soak(args: argparse.Namespace) -> int:
@@ -142,6 +159,7 @@ def add_commands(sub: Any) -> None:
                     "postgresql:// URL), alternating, frames/s of each and their ratio")
     bp.add_argument("--rounds", type=int, default=3, help="with --vs-gallery: runs against each gallery")
     bp.add_argument("--json", action="store_true")
+    device_opts(bp)
     bp.set_defaults(func=cmd_bench_pipeline)
     bh = bench.add_parser("http", help="pipeline frames/s on a file with the web page's requests (snapshots, "
                           "status, event stream, metrics) against without them, alternating in one run")
@@ -158,7 +176,14 @@ def add_commands(sub: Any) -> None:
     live_args(bl, "video file to serve", 1, 30.0, 5.0, "seconds after every stream's first frame before measuring")
     bl.add_argument("--fps", type=float, help="serve at this frame rate (default: the file's own)")
     bl.add_argument("--size", help="serve scaled to WxH, e.g. 1280x720 (default: the file's own)")
+    device_opts(bl)
     bl.set_defaults(func=cmd_bench_live)
+    bg = bench.add_parser("gpu", help="the prepared GPU check (under 8 minutes): embed fp32 vs fp16, the crowd "
+                          "clip, 1080p cameras until they no longer keep up, LFW DevTest in fp16; one JSON line")
+    bg.add_argument("--device", help="cuda[:N] (default cuda; cpu with --dry-run)")
+    bg.add_argument("--dry-run", action="store_true", help="every step, small, on the CPU: checks the check")
+    bg.add_argument("--data", help="shared data folder (default $FACESTREAM_DATA or ../shared/data)")
+    bg.set_defaults(func=cmd_bench_gpu)
     bs = bench.add_parser("soak", help="looped copies of a file as live cameras at real-time rate: RSS growth, "
                           "queue depths, drops, latency")
     live_args(bs, "video file, read N times over as live cameras", 4, 600.0, 60.0,

@@ -65,6 +65,12 @@ def model_opts(sp: argparse.ArgumentParser, flip: bool = True) -> None:
         sp.add_argument("--flip", action="store_true", help="average embeddings with the mirrored face")
 
 
+def device_opts(sp: argparse.ArgumentParser) -> None:
+    """Where the networks run, for benchmarks that take the model from the gallery."""
+    sp.add_argument("--device", help="cpu or cuda[:N], for the embedder and the detector")
+    sp.add_argument("--precision", choices=["fp32", "fp16"], help="the embedder's weights and activations")
+
+
 def live_args(p: argparse.ArgumentParser, source_help: str, streams: int, seconds: float, warmup: float,
                warmup_help: str) -> None:
     """The options ``bench live`` and ``bench soak`` share: N live copies of one file for a while."""
