@@ -159,7 +159,7 @@ class Daemon:
         p, d, q = self.settings.pipeline, self.settings.detector, self._queues
         self._detect = DetectStage(q["frames"], q["detected"], self.detector,
                                    DetectSchedule(d.scan_interval_s, d.refresh_interval_s, p.scene_cut_threshold),
-                                   d.batch, stopping=self._interrupted)
+                                   d.batch, stopping=self._interrupted, background_scans=d.background_scans)
         self._track = TrackStage(q["detected"], q["tracked"], iou_threshold=p.iou_threshold,
                                  max_age_s=p.max_track_age_s, embed_interval_s=p.embed_interval_s,
                                  min_embed_px=p.min_embed_px, confirm_hits=p.confirm_hits, confirm_prob=p.confirm_prob,

@@ -45,6 +45,10 @@ class DetectorConfig(BaseModel):
                                       "from crops around them (0 = every frame; 0.06 = every frame up to ~16 "
                                       "frames/s, every other frame of a 25-30 frames/s source).")
     batch: int = Field(4, ge=1, description="Live frames of different sources detected in one call.")
+    background_scans: bool = Field(True, description="Streams: run a live frame's full scan on a second thread "
+                                   "while the other cameras' frames are refreshed (a scan outlasts the time between "
+                                   "two frames; inline, it made the other cameras' frames go stale). Files are "
+                                   "always scanned inline, in order.")
     device: str = Field("cpu", description="'cpu' or 'cuda' / 'cuda:N': MTCNN on ONNX Runtime's CUDA execution "
                         "provider (the [gpu] extra) or, with runtime 'torch', on torch's CUDA device.")
     allow_cpu_fallback: bool = Field(

@@ -87,3 +87,45 @@ def test_schedule_rejects_negative_intervals() -> None:
         DetectSchedule(-1.0)
     with pytest.raises(ValueError, match="refresh_interval_s must be >= 0"):
         DetectSchedule(0.5, -0.1)
+
+
+def test_background_scans_never_hold_a_frame_and_their_faces_join_the_next_frames(obama_frames,
+                                                                                  stream_detector) -> None:
+    """Live frames with ``background_scans``: every frame leaves at once and in order, the scan runs on its
+    own thread, and the face it finds on the first frame is refreshed on the frames after it."""
+    import threading
+    import time
+
+    out: queue.Queue = queue.Queue()
+    stage = DetectStage(queue.Queue(), out, stream_detector, DetectSchedule(0.5, 0.0), background_scans=True)
+    frames = [Frame("cam", i, None, 1_000.0 + i / 15.0, img, True) for i, img in enumerate(obama_frames[:30])]
+    scan_threads: set[str] = set()
+    real_detect = stream_detector.detect
+
+    def detect(images):
+        scan_threads.add(threading.current_thread().name)
+        return real_detect(images)
+
+    stream_detector.detect = detect
+    try:
+        def scans_done() -> None:  # the frames come faster than real time: let each scan finish, as 66 ms would
+            deadline = time.monotonic() + 30
+            while stage._inflight and time.monotonic() < deadline:
+                time.sleep(0.005)
+
+        stage.handle(frames[0])
+        first = out.get_nowait()  # emitted before its scan is done: nothing known yet, carried
+        assert first.frame is frames[0] and first.detections is None
+        for f in frames[1:]:
+            scans_done()
+            stage.handle(f)
+        stage.flush()
+    finally:
+        stream_detector.detect = real_detect
+    got = [first] + [out.get_nowait() for _ in range(out.qsize())]
+    assert [m.frame.index for m in got] == list(range(30))  # in order, none held back, none twice
+    assert all(m.detections is not None and len(m.detections) == 1 for m in got[1:])  # the scan's face, refreshed
+    assert scan_threads and all(n.startswith("detect-scan") for n in scan_threads)
+    assert stage.scans_in_background == 4 and stage.frames_detected == 4  # twice a second of capture time
+    full = stream_detector.detect([obama_frames[20]])[0]
+    assert iou(got[20].detections[0].box, full[0].box) > 0.85  # refreshed boxes stay exact
