@@ -43,18 +43,41 @@ THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THRE
 
 @dataclass(frozen=True)
 class VideoJob:
-    """One video to analyse: its place in the command line, the path every worker reads it at, the source id a
-    one-process run would give it, and its length (for the progress bar)."""
+    """One video, or one chunk of a long one, to analyse: its place among the jobs, the path every worker reads
+    it at, the source id a one-process run would give it, and its length (for the progress bar). A chunk
+    (``analyze_chunks``) reads ``[start_s, end_s)`` of the video and owns ``[start_s, own_end_s)``; the rest is
+    the overlap its neighbour's tracks are stitched across."""
 
     index: int
     path: str
     source_id: str
-    frames: int
+    frames: int  # the job's frames: the video's, or the chunk's with its overlap
     fps: float
+    video: int = -1  # the video's place in the command line (-1: ``index``, a video that is one job)
+    chunk: int = 0
+    chunks: int = 1
+    start_s: float = 0.0
+    end_s: float | None = None
+    own_end_s: float | None = None
 
     @property
     def seconds(self) -> float:
         return self.frames / self.fps if self.fps > 0 else 0.0
+
+    @property
+    def label(self) -> str:
+        return self.source_id if self.chunks == 1 else f"{self.source_id} chunk {self.chunk + 1}/{self.chunks}"
+
+    @property
+    def video_index(self) -> int:
+        return self.index if self.video < 0 else self.video
+
+    @property
+    def source(self) -> str:
+        """What the job's daemon opens: the file, or its chunk as a media fragment."""
+        if self.chunks == 1:
+            return self.path
+        return f"{self.path}#t={self.start_s:g}" + ("" if self.end_s is None else f",{self.end_s:g}")
 
 
 @dataclass
@@ -113,13 +136,21 @@ def source_ids(videos: list[Path]) -> list[str]:
     return ids
 
 
-def make_jobs(videos: list[Path]) -> list[VideoJob]:
+def make_jobs(videos: list[Path], chunk_s: float = 0.0, overlap_s: float = 0.0) -> list[VideoJob]:
+    """A job per video; a video longer than 1.5 ``chunk_s`` (0: never) a job per chunk (``analyze_chunks``)."""
     from daemon.profiles.analyze import media_frames
+    from daemon.profiles.analyze_chunks import plan_chunks
 
-    jobs = []
+    jobs: list[VideoJob] = []
     for k, (v, sid) in enumerate(zip(videos, source_ids(videos), strict=True)):
         frames, fps = media_frames(v)
-        jobs.append(VideoJob(k, str(v.resolve()), sid, frames, fps))
+        spans = plan_chunks(v, frames / fps if fps > 0 else 0.0, chunk_s, overlap_s)
+        if len(spans) < 2:
+            jobs.append(VideoJob(len(jobs), str(v.resolve()), sid, frames, fps, k))
+            continue
+        for c, (start, end, own_end) in enumerate(spans):
+            n = round(((end if end is not None else frames / fps) - start) * fps)
+            jobs.append(VideoJob(len(jobs), str(v.resolve()), sid, n, fps, k, c, len(spans), start, end, own_end))
     return jobs
 
 
@@ -160,6 +191,8 @@ def analyse_part(settings: Settings, gallery: GalleryPayload | None, job: VideoJ
                 last[0] = time.monotonic()
                 report("frames", job.index, frames)
 
+        if job.chunks > 1:
+            video = Path(f"{video}#t={job.source.rpartition('#t=')[2]}")
         a = analyse(settings, where, [video], tmp / "out", progress)
         out = tmp / "out"
         for r in a.rows:
@@ -218,7 +251,7 @@ class Progress:
             seen.append(str(value))
             self.frames[index] = 0
             if len(seen) > 1:
-                log.warning("analyze_job_retried", video=self.jobs[index].source_id, attempt=len(seen),
+                log.warning("analyze_job_retried", video=self.jobs[index].label, attempt=len(seen),
                             worker=value, previous=seen[-2], detail="its worker was lost; analysed again from the "
                             "start, the lost attempt's output discarded")
         elif kind == "frames":
@@ -230,7 +263,7 @@ class Progress:
         self._show()
 
     def retries(self) -> dict[str, int]:
-        return {self.jobs[i].source_id: len(s) - 1 for i, s in sorted(self.starts.items()) if len(s) > 1}
+        return {self.jobs[i].label: len(s) - 1 for i, s in sorted(self.starts.items()) if len(s) > 1}
 
     def _show(self) -> None:
         secs = 0.0
