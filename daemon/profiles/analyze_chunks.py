@@ -12,6 +12,7 @@ them into one track.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 CHUNK_S = 300.0  # media seconds per chunk by default: a long video's work in pieces of a few minutes
 OVERLAP_S = 2.0  # the default overlap: four scans at detector.scan_interval_s = 0.5
@@ -73,3 +74,30 @@ def spans_at(points: list[float], overlap_s: float) -> list[tuple[float, float |
     starts = [0.0, *points]
     return [(s, (starts[i + 1] + overlap_s) if i + 1 < len(starts) else None,
              starts[i + 1] if i + 1 < len(starts) else None) for i, s in enumerate(starts)]
+
+
+class OverlapBoxes:
+    """A frame observer for a chunk's daemon: every track's box on each frame within ``overlap_s`` of the
+    chunk's start and from its owned end on, the frames two neighbouring chunks both read, so the stitch
+    can tell the same face on the same frame (tracks too short to have an embedding included)."""
+
+    def __init__(self, start_s: float, own_end_s: float | None, overlap_s: float) -> None:
+        self.start_s, self.own_end_s, self.overlap_s = start_s, own_end_s, overlap_s
+        self.boxes: dict[int, dict[int, tuple[float, float, float, float]]] = {}
+
+    def observe(self, msg: Any, claims: dict[int, str | None]) -> None:
+        from pipeline.types import frame_time
+
+        frame = msg.tracked.frame
+        t = frame_time(frame)
+        head = self.start_s > 0 and t < self.start_s + self.overlap_s
+        tail = self.own_end_s is not None and t >= self.own_end_s - 1e-6
+        if head or tail:
+            for v in msg.tracked.tracks:
+                self.boxes.setdefault(v.track_id, {})[frame.index] = tuple(round(float(c), 1) for c in v.box)
+
+    def source_ended(self, source_id: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -75,7 +75,8 @@ def stitch_chunks(settings: Settings, gallery: Path | str | None, jobs: list[Vid
         if first.chunks == 1:
             part = parts[first.index]
         else:
-            part = stitch([(j, parts[j.index]) for j in sorted(group, key=lambda j: j.chunk)], threshold)
+            part = stitch([(j, parts[j.index]) for j in sorted(group, key=lambda j: j.chunk)], threshold,
+                          settings.pipeline.max_embeds_per_track)
         job = replace(first, index=v, frames=sum(j.frames for j in group), chunk=0, chunks=1, start_s=0.0,
                       end_s=None, own_end_s=None)
         out_jobs.append(job)

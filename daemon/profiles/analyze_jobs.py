@@ -59,6 +59,7 @@ class VideoJob:
     start_s: float = 0.0
     end_s: float | None = None
     own_end_s: float | None = None
+    overlap_s: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -95,6 +96,8 @@ class VideoPart:
     dim: int = 0
     worker: str = ""  # host:pid that ran it
     error: str | None = None  # the job itself failed (not the video): one line
+    boxes: dict[int, dict[int, tuple[float, float, float, float]]] = field(default_factory=dict, repr=False)
+    # a chunk's: track id -> frame -> box, on the frames it shares with its neighbours (analyze_chunks)
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,8 @@ def make_jobs(videos: list[Path], chunk_s: float = 0.0, overlap_s: float = 0.0) 
             continue
         for c, (start, end, own_end) in enumerate(spans):
             n = round(((end if end is not None else frames / fps) - start) * fps)
-            jobs.append(VideoJob(len(jobs), str(v.resolve()), sid, n, fps, k, c, len(spans), start, end, own_end))
+            jobs.append(VideoJob(len(jobs), str(v.resolve()), sid, n, fps, k, c, len(spans), start, end, own_end,
+                                 overlap_s))
     return jobs
 
 
@@ -191,9 +195,13 @@ def analyse_part(settings: Settings, gallery: GalleryPayload | None, job: VideoJ
                 last[0] = time.monotonic()
                 report("frames", job.index, frames)
 
+        observers: tuple[Any, ...] = ()
         if job.chunks > 1:
+            from daemon.profiles.analyze_chunks import OverlapBoxes
+
             video = Path(f"{video}#t={job.source.rpartition('#t=')[2]}")
-        a = analyse(settings, where, [video], tmp / "out", progress)
+            observers = (OverlapBoxes(job.start_s, job.own_end_s, job.overlap_s),)
+        a = analyse(settings, where, [video], tmp / "out", progress, observers)
         out = tmp / "out"
         for r in a.rows:
             r.path = job.path
@@ -202,7 +210,7 @@ def analyse_part(settings: Settings, gallery: GalleryPayload | None, job: VideoJ
         lines = (out / "events.jsonl").read_text(encoding="utf-8").splitlines()
         spans = {ident: list(segs) for (_, ident), segs in a.spans.items()}
         return VideoPart(job.index, job.source_id, a.exit_code, lines, spans, a.rows, files, a.model_id, a.dim,
-                         f"{socket.gethostname()}:{os.getpid()}")
+                         f"{socket.gethostname()}:{os.getpid()}", boxes=observers[0].boxes if observers else {})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

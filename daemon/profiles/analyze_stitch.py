@@ -29,6 +29,7 @@ import numpy as np
 from daemon.profiles.analyze_jobs import VideoJob, VideoPart
 from daemon.sinks import dumps
 from pipeline.face_index import TrackRow
+from pipeline.face_measures import iou
 from pipeline.names import file_stem
 
 FACE_TOPICS = ("face.recognized", "face.unknown")
@@ -84,23 +85,40 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
 
 
+Boxes = dict[int, dict[int, tuple[float, float, float, float]]]  # track id -> frame -> box
+SAME_FACE_IOU = 0.5  # boxes of two chunks' tracks on the same frames overlapping this much: the same face
+
+
 def match_boundary(before: dict[int, _Track], after: dict[int, _Track], boundary: float, read_end: float,
-                   threshold: float) -> tuple[list[tuple[_Track, _Track, float]], set[int]]:
-    """The pairs (chunk k's track, chunk k+1's, cosine) that are one track, and chunk k's tracks to drop."""
+                   threshold: float, boxes_before: Boxes | None = None,
+                   boxes_after: Boxes | None = None) -> tuple[list[tuple[_Track, _Track, float]], set[int]]:
+    """The pairs (chunk k's track, chunk k+1's, their boxes' mean overlap on the frames both chunks read) that
+    are one track, and chunk k's tracks to drop. A pair is one track when it overlaps in time and either its
+    boxes are the same face on the same frames or its embeddings the same person at ``threshold`` (a track
+    too short for an embedding is matched by its boxes alone); best pairs first, one to one."""
     dropped = {t.track_id for t in before.values() if t.first_time >= boundary - 1e-6}
-    alive = [t for t in before.values() if t.track_id not in dropped and t.last_time >= boundary - 1e-6
-             and t.row is not None]
-    starting = [t for t in after.values() if t.first_time < read_end and t.row is not None]
-    pairs = sorted(((cosine(a.row.embedding, b.row.embedding), i, j) for i, a in enumerate(alive)  # type: ignore[union-attr]
-                    for j, b in enumerate(starting) if b.first_time <= a.last_time + 1e-6), reverse=True)
+    alive = [t for t in before.values() if t.track_id not in dropped and t.last_time >= boundary - 1e-6]
+    starting = [t for t in after.values() if t.first_time < read_end]
+    ba, bb = boxes_before or {}, boxes_after or {}
+    cands = []
+    for i, a in enumerate(alive):
+        for j, b in enumerate(starting):
+            if b.first_time > a.last_time + 1e-6:
+                continue
+            fa, fb = ba.get(a.track_id, {}), bb.get(b.track_id, {})
+            common = fa.keys() & fb.keys()
+            overlap = sum(iou(fa[f], fb[f]) for f in common) / len(common) if common else 0.0
+            cos = cosine(a.row.embedding, b.row.embedding) if a.row is not None and b.row is not None else None
+            if overlap >= SAME_FACE_IOU or (cos is not None and cos >= threshold):
+                cands.append((overlap >= SAME_FACE_IOU, overlap, -1.0 if cos is None else cos, i, j))
     used_a: set[int] = set()
     used_b: set[int] = set()
     out = []
-    for score, i, j in pairs:
-        if score >= threshold and i not in used_a and j not in used_b:
+    for _, overlap, _, i, j in sorted(cands, reverse=True):
+        if i not in used_a and j not in used_b:
             used_a.add(i)
             used_b.add(j)
-            out.append((alive[i], starting[j], score))
+            out.append((alive[i], starting[j], overlap))
     return out, dropped
 
 
@@ -110,7 +128,7 @@ def _dominant(links: list[_Track]) -> _Track:
                                                                                           else 0)))
 
 
-def _ended(links: list[_Track], new_id: int) -> dict[str, Any]:
+def _ended(links: list[_Track], new_id: int, max_faces: int) -> dict[str, Any]:
     first, last, dom = links[0].ended or {}, links[-1].ended or {}, _dominant(links).ended or {}
     seen = last.get("frames_seen") or 0
     for a, b in itertools.pairwise(links):  # frames of a before b began (the overlap counted once)
@@ -119,12 +137,12 @@ def _ended(links: list[_Track], new_id: int) -> dict[str, Any]:
                                                           + 1))
     return {**last, "track_id": new_id, "identity": dom.get("identity"), "best_score": dom.get("best_score"),
             "decision": dom.get("decision"), "undecided_reason": dom.get("undecided_reason"),
-            "faces_judged": sum(int((t.ended or {}).get("faces_judged") or 0) for t in links),
+            "faces_judged": min(max_faces, sum(int((t.ended or {}).get("faces_judged") or 0) for t in links)),
             "sized_s": round(sum(float((t.ended or {}).get("sized_s") or 0.0) for t in links), 3),
             "first_frame": first.get("first_frame"), "first_time": first.get("first_time"), "frames_seen": seen}
 
 
-def _row(links: list[_Track], new_id: int) -> tuple[TrackRow | None, tuple[int, str] | None]:
+def _row(links: list[_Track], new_id: int, max_faces: int) -> tuple[TrackRow | None, tuple[int, str] | None]:
     """The chain's index row (embedding: the links' face-weighted mean, renormalised; the best face of all)
     and where its face crop is: (chunk, the chunk's file name)."""
     had = [t for t in links if t.row is not None]
@@ -142,7 +160,8 @@ def _row(links: list[_Track], new_id: int) -> tuple[TrackRow | None, tuple[int, 
     b = best.row
     assert b is not None
     row = TrackRow(dom.video, dom.path, new_id, rows[0].start_s, rows[-1].end_s, b.best_frame, b.best_time_s,
-                   b.best_quality, b.best_box, dom.decision, dom.identity, dom.score, sum(r.faces for r in rows), emb)
+                   b.best_quality, b.best_box, dom.decision, dom.identity, dom.score,
+                   min(max_faces, sum(r.faces for r in rows)), emb)
     if face is not None:
         row.face_file = f"faces/{file_stem(row.video)}-t{new_id}.jpg"
     return row, face
@@ -153,8 +172,9 @@ def _keep_status(e: dict[str, Any], chunk: int, first: int, last: int) -> bool:
     return status == "error" or (chunk == first and status not in TERMINAL) or (chunk == last and status in TERMINAL)
 
 
-def stitch(pieces: list[tuple[VideoJob, VideoPart]], threshold: float) -> VideoPart:
-    """One video's part from its chunks' parts (in chunk order; a failed chunk is reported, the others kept)."""
+def stitch(pieces: list[tuple[VideoJob, VideoPart]], threshold: float, max_faces: int = 12) -> VideoPart:
+    """One video's part from its chunks' parts (in chunk order; a failed chunk is reported, the others kept);
+    ``max_faces``: the faces a track is judged on at most (``pipeline.max_embeds_per_track``)."""
     job0 = pieces[0][0]
     ok = [(j, p) for j, p in pieces if p.error is None]
     if not ok:
@@ -162,23 +182,24 @@ def stitch(pieces: list[tuple[VideoJob, VideoPart]], threshold: float) -> VideoP
     events = {j.chunk: [json.loads(line) for line in p.event_lines] for j, p in ok}
     tracks = {j.chunk: _tracks(events[j.chunk], p.rows, j.chunk) for j, p in ok}
     jobs = {j.chunk: j for j, _ in ok}
+    boxes = {j.chunk: p.boxes for j, p in ok}
     dropped: dict[int, set[int]] = {c: set() for c in tracks}
     for c in sorted(tracks):
         if c + 1 in tracks:
             nxt = jobs[c + 1]
             pairs, dropped[c] = match_boundary(tracks[c], tracks[c + 1], nxt.start_s, jobs[c].end_s or nxt.start_s,
-                                               threshold)
+                                               threshold, boxes[c], boxes[c + 1])
             for a, b, _ in pairs:
                 a.next, b.prev = b, a
     roots = sorted((t for c in sorted(tracks) for t in tracks[c].values() if t.prev is None
                     and t.track_id not in dropped[c]), key=lambda t: (t.first_time, t.chunk, t.track_id))
     new_id = {id(t): k + 1 for k, t in enumerate(roots)}
-    lines = _events(events, tracks, dropped, jobs, new_id)
+    lines = _events(events, tracks, dropped, jobs, new_id, max_faces)
     rows: list[TrackRow] = []
     files: dict[str, bytes] = {}
     faces = {j.chunk: p.files for j, p in ok}
     for root in roots:
-        row, face = _row(root.links(), new_id[id(root)])
+        row, face = _row(root.links(), new_id[id(root)], max_faces)
         if row is not None:
             rows.append(row)
             if face is not None and row.face_file and face[1] in faces[face[0]]:
@@ -205,7 +226,8 @@ def _errors(pieces: list[tuple[VideoJob, VideoPart]]) -> str | None:
 
 
 def _events(events: dict[int, list[dict[str, Any]]], tracks: dict[int, dict[int, _Track]],
-            dropped: dict[int, set[int]], jobs: dict[int, VideoJob], new_id: dict[int, int]) -> list[str]:
+            dropped: dict[int, set[int]], jobs: dict[int, VideoJob], new_id: dict[int, int],
+            max_faces: int) -> list[str]:
     """The chunks' events in chunk order, filtered and renumbered (see the module's docstring)."""
     first, last = min(tracks), max(tracks)
     lines: list[str] = []
@@ -227,7 +249,8 @@ def _events(events: dict[int, list[dict[str, Any]]], tracks: dict[int, dict[int,
             tid = new_id[id(root)]
             if topic == "track.ended":
                 if t.next is None:
-                    lines.append(dumps(_ended(root.links(), tid) if t.prev is not None else {**e, "track_id": tid}))
+                    whole = _ended(root.links(), tid, max_faces) if t.prev is not None else {**e, "track_id": tid}
+                    lines.append(dumps(whole))
                 continue
             if t.next is not None and boundary is not None and float(e.get("pts") or 0.0) >= boundary - 1e-6:
                 continue  # the next chunk has this part of the track
@@ -255,12 +278,12 @@ def annotated_concat(pieces: list[tuple[VideoJob, bytes]]) -> bytes | None:
                 s_in = src.streams.video[0]
                 if stream is None:
                     stream = out.add_stream_from_template(s_in)
-                tb = float(s_in.time_base)
-                limit = None if j.own_end_s is None else (j.own_end_s - j.start_s) / tb
+                # the annotated video has a frame per frame read (its own clock may differ): cut by count
+                keep = None if j.own_end_s is None else round((j.own_end_s - j.start_s) * j.fps)
                 top = offset
-                for pkt in src.demux(s_in):
-                    if pkt.pts is None or (limit is not None and pkt.pts >= limit - 0.5):
-                        continue
+                for n, pkt in enumerate(p for p in src.demux(s_in) if p.pts is not None):
+                    if keep is not None and n >= keep:
+                        break
                     dts = pkt.dts if pkt.dts is not None else pkt.pts
                     pkt.pts, pkt.dts = pkt.pts + offset, dts + offset
                     top = max(top, pkt.pts + (pkt.duration or 1))
