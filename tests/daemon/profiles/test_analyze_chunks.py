@@ -8,6 +8,7 @@ and the one-line errors of bad chunk settings."""
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import subprocess
 from collections import Counter
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 FPS = 5
-# (clip, seconds of it): Miranda's close-up is in each Hamilton (frames 82-210 of 275)
+# Miranda's close-up is in each Hamilton clip (frames 82-210 of 275)
 CLIPS = ["face_recognition_examples/video/short_hamilton_clip.mp4", "videos/talking_heads/video_retalking_1.mp4",
          "videos/known_identity/obama_speech.mp4", "face_recognition_examples/video/short_hamilton_clip.mp4",
          "videos/talking_heads/video_retalking_2.mp4", "videos/talking_heads/video_retalking_3.mp4",
@@ -48,7 +49,8 @@ def test_a_media_fragment_names_part_of_a_file(tmp_path, long_video) -> None:
 
     spec = parse_source(f"{long_video}#t=14,31")
     assert (spec.id, spec.uri, spec.kind, spec.start_s, spec.end_s) == ("long", str(long_video), "file", 14.0, 31.0)
-    assert parse_source(f"file://{long_video}#t=57").start_s == 57.0 and parse_source(f"{long_video}#t=57").end_s is None
+    assert parse_source(f"file://{long_video}#t=57").start_s == 57.0
+    assert parse_source(f"{long_video}#t=57").end_s is None
     assert parse_fragment(",2.5") == (0.0, 2.5) and parse_fragment("npt:1.5,2") == (1.5, 2.0)
     for bad in ("20,10", "a", "", "1,2,3", "5,5", "-1,2"):
         with pytest.raises(ValueError) as err:
@@ -87,7 +89,7 @@ def test_the_chunk_plan_cuts_at_keyframes(long_video) -> None:
     plan = plan_chunks(long_video, 71.6, 15, 2)
     print(f"chunks of {long_video.name} at --chunk-s 15: {plan}")
     assert len(plan) == 5 and plan[0][0] == 0.0 and plan[-1][1:] == (None, None)
-    for (s0, end, own), (s1, _, _) in zip(plan, plan[1:], strict=False):
+    for (s0, end, own), (s1, _, _) in itertools.pairwise(plan):
         assert own == s1 and end == s1 + 2 and s1 in keys and 10 <= s1 - s0 <= 20
     assert plan_chunks(long_video, 71.6, 0, 2) == [(0.0, None, None)]  # 0: never split
     assert plan_chunks(long_video, 71.6, 50, 2) == [(0.0, None, None)]  # shorter than 1.5 chunks
@@ -138,6 +140,10 @@ def test_a_long_video_in_chunks_gives_the_whole_runs_appearances(whole_and_chunk
                     for ev in (ew, ec))
     print(f"tracks whole {len(all_w)} / chunked {len(all_c)}; only whole: {sorted(set(all_w) - set(all_c))}; "
           f"only chunked: {sorted(set(all_c) - set(all_w))}")
+    boundaries = [14.0, 29.0, 43.0, 57.0]  # the plan's (test_the_chunk_plan_cuts_at_keyframes)
+    crossing = [t for t in all_c if any(t[0] < b < t[1] for b in boundaries)]
+    print(f"tracks crossing a chunk boundary, stitched: {crossing}")
+    assert crossing and set(crossing) <= set(all_w)  # stitched into the whole run's track, first to last frame
     ended = [e["track_id"] for e in ec if e["topic"] == "track.ended"]
     assert len(ended) == len(set(ended)) and ended  # no track reported twice
     firsts = {e["track_id"]: e["first_time"] for e in ec if e["topic"] == "track.ended"}
@@ -152,3 +158,15 @@ def test_a_long_video_in_chunks_gives_the_whole_runs_appearances(whole_and_chunk
 
     frames, _ = media_frames(c / "long.annotated.mp4")
     assert frames == media_frames(w / "long.annotated.mp4")[0]  # the chunks' videos cut and joined exactly
+
+
+def test_bad_chunk_settings_are_one_line(cli, long_video, tmp_path) -> None:
+    from cli_helpers import one_error_line
+
+    for args, needle in ((["--chunk-s", "-1"], "--chunk-s must be 0 (never split) or more, got -1"),
+                         (["--chunk-s", "10", "--chunk-overlap-s", "6"],
+                          "--chunk-overlap-s 6 is more than half of --chunk-s 10")):
+        rc, _, err = cli("analyze", long_video, "--out", tmp_path / "x", "--workers", "2", *args)
+        assert rc == 2
+        one_error_line(err, needle)
+        assert not (tmp_path / "x").exists()
