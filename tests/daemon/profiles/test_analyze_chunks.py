@@ -170,3 +170,22 @@ def test_bad_chunk_settings_are_one_line(cli, long_video, tmp_path) -> None:
         assert rc == 2
         one_error_line(err, needle)
         assert not (tmp_path / "x").exists()
+
+
+def test_a_boundary_joins_the_same_face_and_drops_what_the_next_chunk_has() -> None:
+    """The rule on its own: a track alive at 14 s is joined to the next chunk's track on the same boxes (no
+    embedding needed), a track starting in the overlap is dropped, a different face nearby is not joined."""
+    from daemon.profiles.analyze_stitch import _Track, match_boundary
+
+    a = {1: _Track(0, 1, 10.0, 15.8), 2: _Track(0, 2, 14.4, 15.8), 3: _Track(0, 3, 12.0, 14.6)}
+    b = {1: _Track(1, 1, 14.2, 20.0), 2: _Track(1, 2, 14.4, 16.0), 3: _Track(1, 3, 14.2, 15.0)}
+    frames = range(71, 80)
+    boxes_a = {1: {f: (100.0, 100.0, 200.0, 200.0) for f in frames},
+               2: {f: (400.0, 50.0, 480.0, 130.0) for f in frames},
+               3: {f: (300.0, 200.0, 360.0, 260.0) for f in range(71, 73)}}
+    boxes_b = {1: {f: (102.0, 101.0, 201.0, 203.0) for f in frames},
+               2: {f: (400.0, 50.0, 480.0, 130.0) for f in frames},
+               3: {f: (200.0, 200.0, 260.0, 260.0) for f in range(71, 75)}}
+    pairs, dropped = match_boundary(a, b, 14.0, 16.0, 0.9, boxes_a, boxes_b)
+    assert dropped == {2}  # started in chunk 0's overlap: chunk 1 has it from its start
+    assert [(x.track_id, y.track_id) for x, y, _ in pairs] == [(1, 1)] and pairs[0][2] > 0.9
