@@ -11,6 +11,9 @@ shipped once as bytes (a consistent SQLite snapshot; a database URL as it is) an
 temporary file by each worker, so a worker never needs the driver's path to it. The videos must be
 readable at the same path by every worker (shared storage): they are far too big to ship.
 
+A video longer than 1.5 ``--chunk-s`` is several jobs, one per chunk (``analyze_chunks``), each reading its
+part of the file as a media fragment; ``analyze_stitch`` makes them one video's part again.
+
 The local pool (``--workers N``, here) and Ray (``--ray``, ``analyze_ray``) run the same :func:`analyse_part`;
 this module also holds the progress bar; ``analyze_driver`` merges the parts.
 """
