@@ -49,6 +49,8 @@ class SourceSpec:
     uri: str = field(repr=False)
     kind: SourceKind
     live: bool
+    start_s: float | None = None  # a file's media fragment (``path#t=START,END``): read from START ...
+    end_s: float | None = None  # ... up to the last frame before END (None: to the file's end)
 
     @property
     def display_uri(self) -> str:
@@ -84,7 +86,7 @@ def parse_source(uri: str, source_id: str | None = None) -> SourceSpec:
                          "use a video file path, a camera index, rtsp://, http:// or https://")
     parts = urlsplit(text)
     if kind == "file":
-        return _file_spec(Path(unquote(parts.path)), source_id)
+        return _file_spec(Path(unquote(parts.path) + (f"#{parts.fragment}" if parts.fragment else "")), source_id)
     if not parts.hostname:
         raise ValueError(f"{scheme}:// URL has no host: {redact(text)!r}")
     default_id = parts.hostname + (f":{parts.port}" if parts.port else "") + parts.path.rstrip("/")
@@ -92,10 +94,32 @@ def parse_source(uri: str, source_id: str | None = None) -> SourceSpec:
 
 
 def _file_spec(path: Path, source_id: str | None) -> SourceSpec:
-    if not path.is_file():
-        raise ValueError(f"video file not found: {path}")
+    start = end = None
+    if not path.is_file():  # a file actually named with '#' is that file; only then a fragment is looked for
+        base, sep, fragment = str(path).rpartition("#t=")
+        if not sep or not Path(base).is_file():
+            raise ValueError(f"video file not found: {path}")
+        path = Path(base)
+        start, end = parse_fragment(fragment, str(path))
     default_id = "_".join(path.stem.split()) or "file"
-    return SourceSpec(source_id or default_id, str(path), "file", False)
+    return SourceSpec(source_id or default_id, str(path), "file", False, start, end)
+
+
+_SECONDS = r"(\d+(?:\.\d*)?|\.\d+)"
+_FRAGMENT = re.compile(rf"^(?:npt:)?{_SECONDS}?(?:,{_SECONDS})?$")
+
+
+def parse_fragment(text: str, path: str = "") -> tuple[float, float | None]:
+    """``START,END`` of a W3C temporal media fragment (``#t=10,20``, ``#t=10``, ``#t=,20``), in seconds:
+    (START, END or None). Why a fragment: a chunk of a long file is a source like any other (analyze's
+    chunks), its frames numbered and timed as in the whole file."""
+    m = _FRAGMENT.match(text.strip())
+    start = float(m.group(1) or 0.0) if m and (m.group(1) or m.group(2)) else None
+    end = float(m.group(2)) if m and m.group(2) else None
+    if start is None or (end is not None and end <= start):
+        raise ValueError(f"bad media fragment '#t={text}' on {path}: use #t=START,END or #t=START in seconds "
+                         "with 0 <= START < END")
+    return start, end
 
 
 class VideoSource:
@@ -104,8 +128,10 @@ class VideoSource:
     ``live`` overrides the spec (a file read as if it were a camera exercises the drop policy);
     ``realtime`` paces reads at the stream's fps, as a camera would deliver them; ``max_frames`` ends
     the source with an 'eof' status after that many frames. Frame indices keep counting across
-    reconnects, so they stay unique per source. ``out`` must be a FIFO ``queue.Queue``: a live source
-    replaces its pending frame under the queue's own lock, so a consumer never sees a stale frame.
+    reconnects, so they stay unique per source. A file's media fragment (``spec.start_s``/``end_s``) is
+    read from its start, its frames numbered and timed as in the whole file, to an 'eof' before its end.
+    ``out`` must be a FIFO ``queue.Queue``: a live source replaces its pending frame under the queue's own
+    lock, so a consumer never sees a stale frame.
     """
 
     def __init__(self, spec: SourceSpec, out: queue.Queue[Message], *, live: bool | None = None,
@@ -145,6 +171,7 @@ class VideoSource:
         self._stop = threading.Event()
         self._pending: Frame | None = None  # a live source's last frame put on the queue
         self._last_pts = -math.inf
+        self._first_index = 0  # a fragment's first frame's number in the whole file
         self._thread = threading.Thread(target=self._run, name=f"source-{spec.id}", daemon=True)
 
     @property
@@ -221,6 +248,10 @@ class VideoSource:
             if self.spec.kind == "file":
                 count = float(cap.get(cv2.CAP_PROP_FRAME_COUNT))
                 self._declared_frames = int(count) if math.isfinite(count) and count > 0 else 0
+                if self.spec.start_s:  # a fragment: frames keep the whole file's numbers and times
+                    cap.set(cv2.CAP_PROP_POS_MSEC, self.spec.start_s * 1000.0)
+                    self._first_index = max(0, round(cap.get(cv2.CAP_PROP_POS_FRAMES)))
+                    self._declared_frames = max(0, self._declared_frames - self._first_index)
             if not self._status("opened", f"width={w} height={h} fps={fps:.3f} kind={self.spec.kind}"):
                 return "stopped"
             return self._read_loop(cap, fps)
@@ -287,9 +318,13 @@ class VideoSource:
                 # decoder has drained its delay, one timeout per held frame.
                 return f"stalled: no data for {self._io_timeout_ms / 1000:g} s"
             capture_time = time.time()
-            index = self.frames_read
+            index = self._first_index + self.frames_read
             n += 1
             pts = None if self.live else self._pts(cap, index, fps)
+            end = self.spec.end_s
+            if end is not None and pts is not None and pts >= end - 1e-6:
+                self._status("eof", f"end of fragment at {end:g} s after {self.frames_read} frames")
+                return "done"
             self._bgr = bgr  # decoded into the same buffer next time (frames carry their own RGB copy)
             frame = Frame(self.spec.id, index, pts, capture_time, _to_rgb(bgr, self._pool), self.live)
             self.frames_read += 1  # before the put: a consumer may rely on frames_read - 2 <= newest index

@@ -16,6 +16,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise CliError(f"--workers must be 1 or more, got {args.workers}")
     if args.ray is not None and args.workers != 1:
         raise CliError("--workers is for the local pool: with --ray the cluster's CPUs decide (local:N for N)")
+    from daemon.profiles.analyze_chunks import check_chunking
+
+    try:
+        check_chunking(args.chunk_s, args.chunk_overlap_s)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     gallery, videos, out = gallery_file(args, settings), [Path(v) for v in args.videos], Path(args.out)
     if args.ray is None and args.workers == 1:
         from daemon.profiles.analyze import run_analyze
@@ -24,7 +30,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     else:
         from daemon.profiles.analyze_driver import run_jobs
 
-        result = run_jobs(settings, gallery, videos, out, args.workers, args.ray)
+        result = run_jobs(settings, gallery, videos, out, args.workers, args.ray, args.chunk_s, args.chunk_overlap_s)
     print_result(result, args.json)
     return 0 if result["exit_code"] == 0 else 1
 
@@ -82,6 +88,12 @@ def add_commands(sub: Any) -> None:
     an.add_argument("--ray", metavar="ADDRESS", help="run one task per video on Ray (extra [cluster]): auto, "
                     "local[:N] (this machine, N CPUs) or HOST:PORT of a running cluster; the videos must be "
                     "readable at the same path on every node")
+    an.add_argument("--chunk-s", type=float, default=300.0, metavar="S", help="with --workers or --ray: a video "
+                    "longer than 1.5 S is split at keyframes into chunks of about S media seconds, analysed apart "
+                    "and stitched back (tracks crossing a boundary joined; default 300, 0 = never split)")
+    an.add_argument("--chunk-overlap-s", type=float, default=2.0, metavar="S", help="seconds each chunk reads "
+                    "into the next, where its tracks are matched to the next chunk's (default 2: four scans; at "
+                    "most half of --chunk-s)")
     an.add_argument("--json", action="store_true")
     an.set_defaults(func=cmd_analyze)
 

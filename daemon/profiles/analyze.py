@@ -169,9 +169,10 @@ def media_frames(video: Path) -> tuple[int, float]:
 
 
 def analyse(settings: Settings, gallery: Path | str | None, videos: list[Path], out: Path,
-            progress: Callable[[int], None] | None = None) -> Analysis:
+            progress: Callable[[int], None] | None = None, observers: tuple[Any, ...] = ()) -> Analysis:
     """Run one daemon over ``videos`` (every frame), writing ``out/events.jsonl``, ``timeline.csv``, the
-    annotated MP4s and the unknown tracks' faces; ``progress`` is told the frames processed so far."""
+    annotated MP4s and the unknown tracks' faces; ``progress`` is told the frames processed so far
+    (``observers``: more frame observers, a chunk's boxes)."""
     out.mkdir(parents=True, exist_ok=True)
     settings = with_overrides(settings, sinks={"jsonl": str(out / "events.jsonl"), "zmq": None, "stdout": False,
                                                "timeline_csv": str(out / "timeline.csv"), "annotate_dir": str(out)})
@@ -180,6 +181,8 @@ def analyse(settings: Settings, gallery: Path | str | None, videos: list[Path], 
     paths = {s.id: Path(s.uri) for s in daemon.specs}
     indexer = TrackIndexer(out, paths)
     daemon.add_observer(indexer)
+    for o in observers:
+        daemon.add_observer(o)
     rc: dict[str, int] = {}
     runner = threading.Thread(target=lambda: rc.update(rc=daemon.run(install_signals=False)), daemon=True)
     runner.start()

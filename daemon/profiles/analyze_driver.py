@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from daemon.config import Settings
-from daemon.profiles.analyze import Analysis, check_out, failures, finish
+from daemon.profiles.analyze import Analysis, check_out, failures, finish, index_meta
+from daemon.profiles.analyze_chunks import CHUNK_S, OVERLAP_S, check_chunking
 from daemon.profiles.analyze_jobs import GalleryPayload, Progress, VideoJob, VideoPart, make_jobs, run_pool
 from pipeline.private_files import open_private
 
@@ -55,9 +57,38 @@ def _model_of(settings: Settings, gallery: Path | str | None, parts: dict[int, V
     return model_id_for(settings.embedder.model, settings.embedder.flip), get_spec(settings.embedder.model).dim
 
 
+def stitch_chunks(settings: Settings, gallery: Path | str | None, jobs: list[VideoJob],
+                  parts: dict[int, VideoPart]) -> tuple[list[VideoJob], dict[int, VideoPart]]:
+    """A job and its part per video: the chunks of a long one stitched (``analyze_stitch``) at the same-person
+    threshold the analysis decided at; a video that was one job is left exactly as it is."""
+    if all(j.chunks == 1 for j in jobs):
+        return jobs, parts
+    from daemon.profiles.analyze_stitch import stitch
+
+    threshold = index_meta(settings, gallery, *_model_of(settings, gallery, parts)).threshold
+    by_video: dict[int, list[VideoJob]] = {}
+    for j in jobs:
+        by_video.setdefault(j.video_index, []).append(j)
+    out_jobs, out_parts = [], {}
+    for v, group in sorted(by_video.items()):
+        first = group[0]
+        if first.chunks == 1:
+            part = parts[first.index]
+        else:
+            part = stitch([(j, parts[j.index]) for j in sorted(group, key=lambda j: j.chunk)], threshold,
+                          settings.pipeline.max_embeds_per_track)
+        job = replace(first, index=v, frames=sum(j.frames for j in group), chunk=0, chunks=1, start_s=0.0,
+                      end_s=None, own_end_s=None)
+        out_jobs.append(job)
+        out_parts[v] = replace(part, index=v)
+    return out_jobs, out_parts
+
+
 def run_jobs(settings: Settings, gallery: Path | str | None, videos: list[Path], out: Path, workers: int = 2,
-             ray: str | None = None) -> dict[str, Any]:
-    """``analyze --workers N`` (a local process pool) or ``analyze --ray ADDRESS``: one job per video, merged."""
+             ray: str | None = None, chunk_s: float = CHUNK_S, overlap_s: float = OVERLAP_S) -> dict[str, Any]:
+    """``analyze --workers N`` (a local process pool) or ``analyze --ray ADDRESS``: one job per video (or per
+    chunk of a long one, stitched back), merged."""
+    check_chunking(chunk_s, overlap_s)
     check_out(videos, out)
     if ray is not None:
         from daemon.profiles.analyze_ray import connect
@@ -68,7 +99,7 @@ def run_jobs(settings: Settings, gallery: Path | str | None, videos: list[Path],
 
         Gallery.open(gallery).close()
     payload = GalleryPayload.of(gallery)
-    jobs = make_jobs(videos)
+    jobs = make_jobs(videos, chunk_s, overlap_s)
     # The settings as the plain class: a config file's settings class is local to load_settings (unpicklable),
     # and workers must not re-read their own environment over the driver's settings.
     settings = Settings.model_construct(**dict(settings))
@@ -83,6 +114,9 @@ def run_jobs(settings: Settings, gallery: Path | str | None, videos: list[Path],
         progress.close()
         if ray is not None:
             session.close()
+    workers_used = sorted({p.worker.rsplit(":", 1)[0] for p in parts.values() if p.worker})
+    n_jobs = len(jobs)
+    jobs, parts = stitch_chunks(settings, gallery, jobs, parts)
     merge_files(parts, jobs, out)
     lines = [line for j in jobs for line in parts[j.index].event_lines]
     events = [json.loads(line) for line in lines]
@@ -93,5 +127,4 @@ def run_jobs(settings: Settings, gallery: Path | str | None, videos: list[Path],
     failed = [{"video": parts[j.index].source_id, "reason": parts[j.index].error} for j in jobs
               if parts[j.index].error] + failures(events)
     return finish(settings, gallery, out, a, len(videos), failed,
-                  {"backend": backend, "retries": progress.retries(),
-                   "workers_used": sorted({p.worker.rsplit(":", 1)[0] for p in parts.values() if p.worker})})
+                  {"backend": backend, "retries": progress.retries(), "workers_used": workers_used, "jobs": n_jobs})

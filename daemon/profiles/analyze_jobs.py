@@ -11,6 +11,9 @@ shipped once as bytes (a consistent SQLite snapshot; a database URL as it is) an
 temporary file by each worker, so a worker never needs the driver's path to it. The videos must be
 readable at the same path by every worker (shared storage): they are far too big to ship.
 
+A video longer than 1.5 ``--chunk-s`` is several jobs, one per chunk (``analyze_chunks``), each reading its
+part of the file as a media fragment; ``analyze_stitch`` makes them one video's part again.
+
 The local pool (``--workers N``, here) and Ray (``--ray``, ``analyze_ray``) run the same :func:`analyse_part`;
 this module also holds the progress bar; ``analyze_driver`` merges the parts.
 """
@@ -43,18 +46,42 @@ THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THRE
 
 @dataclass(frozen=True)
 class VideoJob:
-    """One video to analyse: its place in the command line, the path every worker reads it at, the source id a
-    one-process run would give it, and its length (for the progress bar)."""
+    """One video, or one chunk of a long one, to analyse: its place among the jobs, the path every worker reads
+    it at, the source id a one-process run would give it, and its length (for the progress bar). A chunk
+    (``analyze_chunks``) reads ``[start_s, end_s)`` of the video and owns ``[start_s, own_end_s)``; the rest is
+    the overlap its neighbour's tracks are stitched across."""
 
     index: int
     path: str
     source_id: str
-    frames: int
+    frames: int  # the job's frames: the video's, or the chunk's with its overlap
     fps: float
+    video: int = -1  # the video's place in the command line (-1: ``index``, a video that is one job)
+    chunk: int = 0
+    chunks: int = 1
+    start_s: float = 0.0
+    end_s: float | None = None
+    own_end_s: float | None = None
+    overlap_s: float = 0.0
 
     @property
     def seconds(self) -> float:
         return self.frames / self.fps if self.fps > 0 else 0.0
+
+    @property
+    def label(self) -> str:
+        return self.source_id if self.chunks == 1 else f"{self.source_id} chunk {self.chunk + 1}/{self.chunks}"
+
+    @property
+    def video_index(self) -> int:
+        return self.index if self.video < 0 else self.video
+
+    @property
+    def source(self) -> str:
+        """What the job's daemon opens: the file, or its chunk as a media fragment."""
+        if self.chunks == 1:
+            return self.path
+        return f"{self.path}#t={self.start_s:g}" + ("" if self.end_s is None else f",{self.end_s:g}")
 
 
 @dataclass
@@ -72,6 +99,8 @@ class VideoPart:
     dim: int = 0
     worker: str = ""  # host:pid that ran it
     error: str | None = None  # the job itself failed (not the video): one line
+    boxes: dict[int, dict[int, tuple[float, float, float, float]]] = field(default_factory=dict, repr=False)
+    # a chunk's: track id -> frame -> box, on the frames it shares with its neighbours (analyze_chunks)
 
 
 @dataclass(frozen=True)
@@ -113,13 +142,22 @@ def source_ids(videos: list[Path]) -> list[str]:
     return ids
 
 
-def make_jobs(videos: list[Path]) -> list[VideoJob]:
+def make_jobs(videos: list[Path], chunk_s: float = 0.0, overlap_s: float = 0.0) -> list[VideoJob]:
+    """A job per video; a video longer than 1.5 ``chunk_s`` (0: never) a job per chunk (``analyze_chunks``)."""
     from daemon.profiles.analyze import media_frames
+    from daemon.profiles.analyze_chunks import plan_chunks
 
-    jobs = []
+    jobs: list[VideoJob] = []
     for k, (v, sid) in enumerate(zip(videos, source_ids(videos), strict=True)):
         frames, fps = media_frames(v)
-        jobs.append(VideoJob(k, str(v.resolve()), sid, frames, fps))
+        spans = plan_chunks(v, frames / fps if fps > 0 else 0.0, chunk_s, overlap_s)
+        if len(spans) < 2:
+            jobs.append(VideoJob(len(jobs), str(v.resolve()), sid, frames, fps, k))
+            continue
+        for c, (start, end, own_end) in enumerate(spans):
+            n = round(((end if end is not None else frames / fps) - start) * fps)
+            jobs.append(VideoJob(len(jobs), str(v.resolve()), sid, n, fps, k, c, len(spans), start, end, own_end,
+                                 overlap_s))
     return jobs
 
 
@@ -160,7 +198,13 @@ def analyse_part(settings: Settings, gallery: GalleryPayload | None, job: VideoJ
                 last[0] = time.monotonic()
                 report("frames", job.index, frames)
 
-        a = analyse(settings, where, [video], tmp / "out", progress)
+        observers: tuple[Any, ...] = ()
+        if job.chunks > 1:
+            from daemon.profiles.analyze_chunks import OverlapBoxes
+
+            video = Path(f"{video}#t={job.source.rpartition('#t=')[2]}")
+            observers = (OverlapBoxes(job.start_s, job.own_end_s, job.overlap_s),)
+        a = analyse(settings, where, [video], tmp / "out", progress, observers)
         out = tmp / "out"
         for r in a.rows:
             r.path = job.path
@@ -169,7 +213,7 @@ def analyse_part(settings: Settings, gallery: GalleryPayload | None, job: VideoJ
         lines = (out / "events.jsonl").read_text(encoding="utf-8").splitlines()
         spans = {ident: list(segs) for (_, ident), segs in a.spans.items()}
         return VideoPart(job.index, job.source_id, a.exit_code, lines, spans, a.rows, files, a.model_id, a.dim,
-                         f"{socket.gethostname()}:{os.getpid()}")
+                         f"{socket.gethostname()}:{os.getpid()}", boxes=observers[0].boxes if observers else {})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -218,7 +262,7 @@ class Progress:
             seen.append(str(value))
             self.frames[index] = 0
             if len(seen) > 1:
-                log.warning("analyze_job_retried", video=self.jobs[index].source_id, attempt=len(seen),
+                log.warning("analyze_job_retried", video=self.jobs[index].label, attempt=len(seen),
                             worker=value, previous=seen[-2], detail="its worker was lost; analysed again from the "
                             "start, the lost attempt's output discarded")
         elif kind == "frames":
@@ -230,7 +274,7 @@ class Progress:
         self._show()
 
     def retries(self) -> dict[str, int]:
-        return {self.jobs[i].source_id: len(s) - 1 for i, s in sorted(self.starts.items()) if len(s) > 1}
+        return {self.jobs[i].label: len(s) - 1 for i, s in sorted(self.starts.items()) if len(s) > 1}
 
     def _show(self) -> None:
         secs = 0.0
