@@ -119,7 +119,9 @@ def cmd_bench_match(args: argparse.Namespace) -> int:
         raise CliError("bench match needs faiss-cpu: pip install 'facestream[large]'")
     from daemon.bench.match import run_bench_match, summary_lines
 
-    result = run_bench_match(sizes, probes, timed, seed, approx, IndexParams(),
+    params = IndexParams(ef_construction=_whole("--ef-construction", args.ef_construction, 1),
+                         hnsw_m=_whole("--hnsw-m", args.hnsw_m, 2))
+    result = run_bench_match(sizes, probes, timed, seed, approx, params,
                              Path(args.work_dir) if args.work_dir else None, ef_search, nprobe)
     if args.json:
         print_result(result, True)
@@ -208,6 +210,9 @@ def add_commands(sub: Any) -> None:
     bm.add_argument("--ef-search", default=str(IndexParams().ef_search),
                     help="HNSW candidates per search, comma-separated to compare several on one graph (default: "
                     "the matcher's)")
+    bm.add_argument("--ef-construction", default=str(IndexParams().ef_construction),
+                    help="HNSW candidates kept while inserting (build time vs graph quality; default: the matcher's)")
+    bm.add_argument("--hnsw-m", default=str(IndexParams().hnsw_m), help="HNSW graph degree (default: the matcher's)")
     bm.add_argument("--nprobe", default="64,256", help="IVF lists scanned per search, comma-separated "
                     "(default 64,256)")
     bm.add_argument("--seed", default="0")
