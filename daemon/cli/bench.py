@@ -16,7 +16,9 @@ def cmd_bench_embed(args: argparse.Namespace) -> int:
     from tools.bench import bench_embed
 
     settings = settings_from(args)
-    result = bench_embed(configured_embedder(settings), args.batch, args.seconds)
+    from daemon.bench.gpu_memory import gpu_memory_mb
+
+    result = bench_embed(configured_embedder(settings), args.batch, args.seconds) | {"gpu_memory_mb": gpu_memory_mb()}
     print_result(result, args.json)
     return 0
 
