@@ -358,7 +358,10 @@ def test_soak_four_looped_live_sources_keeps_memory_and_queues_flat(data_dir, st
     r = run_soak(settings, stills_gallery, data_dir / HAMILTON, streams=4, seconds=15, warmup_s=6)
     print("soak:", json.dumps(r))
     assert r["exit_code"] == 0
-    assert r["frames_dropped"] > 0, "4 x 30 frames/s on this machine must drop stale frames"
+    # Four 30 frames/s cameras for 15 s and more (the warm-up): read at the camera's pace. Stale drops are
+    # counted, not required: since scans run on their own thread these four usually keep up (0 drops).
+    assert r["frames_read"] >= 4 * 15 * 15, r
+    assert 0 <= r["frames_dropped"] < r["frames_read"] // 2, r
     assert r["queue_max_second_half"]["frames"] <= 4 + 4, r["queue_max"]  # one pending frame per source
     assert r["rss_growth_pct"] <= 10.0, r
 
