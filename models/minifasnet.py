@@ -279,21 +279,12 @@ def export_liveness_onnx(module: LivenessNet, path: Path, input_size: int) -> Pa
 
 
 def _onnx_fn(module: LivenessNet, name: str, input_size: int, threads: int, export_dir: Path) -> LivenessFn:
-    import onnxruntime as ort
-
-    from models.runtime import module_fingerprint
+    from models.runtime import module_fingerprint, onnx_session
 
     path = export_dir / f"liveness-{name}-e{EXPORT_VERSION}-{module_fingerprint(module)}.onnx"
     if not path.is_file():
         export_liveness_onnx(module, path, input_size)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads > 0:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    # Spinning workers between runs would steal the detector's and embedder's core.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = onnx_session(path, "cpu", False, threads)  # non-spinning threads: the other stages keep their core
 
     def run(x: np.ndarray) -> np.ndarray:
         n = len(x)
