@@ -152,26 +152,27 @@ class SvmMatcher:
         return _topk_from_scores(full, self.names, k)
 
 
-# From this many identities the centroid matcher searches an approximate index (HNSW). Measured with
+# From this many identities the centroid matcher searches an approximate index (IVF-PQ, re-ranked). Measured with
 # `facestream bench match` on synthetic dlib-resnet-v1-shaped galleries (docs/benchmarks.md, "Large galleries"):
 # see the figures there; below it NumPy's exact search costs about a millisecond per face or less, and exact
 # search keeps every decision identical to a full sort.
 APPROX_FROM = 100_000
-INDEXES = ("auto", "numpy", "flat", "hnsw", "ivf")
+INDEXES = ("auto", "numpy", "flat", "hnsw", "ivf", "ivfpq")
 
 
 def pick_index(n: int, approx_from: int = APPROX_FROM) -> str:
-    """The centroid search for a gallery of ``n`` identities: exact NumPy below ``approx_from``, HNSW from
-    there on when faiss is installed (the ``[large]`` extra), exact NumPy otherwise."""
+    """The centroid search for a gallery of ``n`` identities: exact NumPy below ``approx_from``, IVF-PQ
+    re-ranked exactly (``pipeline/match_index.py``) from there on when faiss is installed (the ``[large]``
+    extra), exact NumPy otherwise."""
     from pipeline.match_index import faiss_available
 
-    return "hnsw" if n >= approx_from and faiss_available() else "numpy"
+    return "ivfpq" if n >= approx_from and faiss_available() else "numpy"
 
 
 def centroid_matcher(names: list[str], centroids: np.ndarray, index: str = "auto",
                      approx_from: int = APPROX_FROM) -> Matcher:
     """One centroid matcher over ``centroids`` (unit rows): ``index`` is ``auto`` (by gallery size), ``numpy``
-    (exact), or a FAISS backend (``flat`` exact, ``hnsw`` / ``ivf`` approximate)."""
+    (exact), or a FAISS backend (``flat`` exact, ``hnsw`` / ``ivf`` / ``ivfpq`` approximate)."""
     if index not in INDEXES:
         raise ValueError(f"index must be one of {', '.join(INDEXES)}, got {index!r}")
     if index == "auto":

@@ -1,5 +1,6 @@
 """``bench match``: the centroid search at 10^3-10^6 identities on synthetic dlib-resnet-v1-shaped vectors
-(``tools/synth_faces.py``): per-face latency of exact NumPy, FAISS exact and the approximate indexes, their
+(``tools/synth_faces.py``): per-face latency of exact NumPy, FAISS exact and the approximate indexes (IVF-PQ
+re-ranked, the matcher's choice for large galleries; HNSW; IVF-flat), their
 recall@1 against exact, build time and memory, and the time to open a gallery of that size from SQLite.
 
 Each size gets a real SQLite gallery written through the gallery store (one photo per identity, as a watch
@@ -122,7 +123,8 @@ def _agreement(approx: list[tuple[str, str]], exact: list[tuple[str, str]], enro
 
 
 def bench_size(n: int, work: Path, probes: int, timed: int, seed: int, approx: tuple[str, ...],
-               params: IndexParams, ef_search: tuple[int, ...], nprobe: tuple[int, ...]) -> dict:
+               params: IndexParams, ef_search: tuple[int, ...], nprobe: tuple[int, ...],
+               pq_nprobe: tuple[int, ...] = (0,)) -> dict:
     """Every figure for a gallery of ``n`` synthetic identities."""
     faces = SynthFaces(seed)
     t = time.perf_counter()
@@ -154,12 +156,17 @@ def bench_size(n: int, work: Path, probes: int, timed: int, seed: int, approx: t
     row["top1_correct_exact"] = round(float(np.mean([e[0] == _name(i) for e, i in zip(exact, ids[:enrolled],
                                                                                       strict=False)])), 4)
     del numpy_m
-    for backend, knob, values in (("hnsw", "ef", ef_search), ("ivf", "nprobe", nprobe)):
+    for backend, knob, values in (("ivfpq", "nprobe", pq_nprobe), ("hnsw", "ef", ef_search),
+                                  ("ivf", "nprobe", nprobe)):
         if backend not in approx:
             continue
         m, figures = _built(lambda b=backend: FaissMatcher(names, centroids, b, params, seed))
+        if backend == "ivfpq":
+            figures |= {"lists": getattr(m.index, "nlist", 0), "dims": m.index.d, "rerank": params.rerank}
         for v in values:
-            m.tune(v)
+            if v:  # 0: the matcher's own setting
+                m.tune(v)
+            v = v or getattr(m.index, "nprobe", 0)
             row[f"faiss_{backend}_{knob}{v}"] = {**figures, **_latency(m, t_q), **_agreement(_top(m, q), exact,
                                                                                              enrolled)}
         del m
@@ -167,9 +174,9 @@ def bench_size(n: int, work: Path, probes: int, timed: int, seed: int, approx: t
 
 
 def run_bench_match(sizes: list[int], probes: int = 1000, timed: int = 200, seed: int = 0,
-                    approx: tuple[str, ...] = ("hnsw", "ivf"), params: IndexParams | None = None,
+                    approx: tuple[str, ...] = ("ivfpq", "hnsw", "ivf"), params: IndexParams | None = None,
                     work_dir: Path | None = None, ef_search: tuple[int, ...] = (),
-                    nprobe: tuple[int, ...] = ()) -> dict:
+                    nprobe: tuple[int, ...] = (), pq_nprobe: tuple[int, ...] = (0,)) -> dict:
     """The figures for each size; synthetic gallery files are written under ``work_dir`` (a temporary folder
     by default) and removed once read."""
     if probes < 2 or timed < 1:
@@ -180,14 +187,15 @@ def run_bench_match(sizes: list[int], probes: int = 1000, timed: int = 200, seed
     ef_search, nprobe = ef_search or (params.ef_search,), nprobe or (params.nprobe,)
     work = Path(tempfile.mkdtemp(prefix="bench_match_", dir=work_dir))
     try:
-        rows = [bench_size(n, work, probes, min(timed, probes), seed, approx, params, ef_search, nprobe)
-                for n in sizes]
+        rows = [bench_size(n, work, probes, min(timed, probes), seed, approx, params, ef_search, nprobe,
+                           pq_nprobe) for n in sizes]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"model": MODEL_ID, "dim": DIM, "probes": probes, "probes_timed": min(timed, probes), "k": K,
             "faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads(), "cpus": os.cpu_count(),
             "index_params": {"hnsw_m": params.hnsw_m, "ef_construction": params.ef_construction,
-                             "ef_search_default": params.ef_search, "ivf_train_per_list": params.train_per_list},
+                             "ef_search_default": params.ef_search, "ivf_train_per_list": params.train_per_list,
+                             "ivfpq_rerank": params.rerank, "ivfpq_keep_variance": params.keep_variance},
             "sizes": rows}
 
 

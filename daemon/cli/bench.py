@@ -113,8 +113,9 @@ def cmd_bench_match(args: argparse.Namespace) -> int:
     ef_search = tuple(_whole("--ef-search", v, 1) for v in args.ef_search.split(","))
     nprobe = tuple(_whole("--nprobe", v, 1) for v in args.nprobe.split(","))
     approx = tuple(a for a in args.approx.split(",") if a)
-    if bad := [a for a in approx if a not in ("hnsw", "ivf")]:
-        raise CliError(f"--approx: {bad[0]!r} is not an approximate index (hnsw, ivf)")
+    if bad := [a for a in approx if a not in ("ivfpq", "hnsw", "ivf")]:
+        raise CliError(f"--approx: {bad[0]!r} is not an approximate index (ivfpq, hnsw, ivf)")
+    pq_nprobe = tuple(_whole("--pq-nprobe", v, 0) for v in args.pq_nprobe.split(","))
     from pipeline.match_index import faiss_available
 
     if not faiss_available():
@@ -122,9 +123,9 @@ def cmd_bench_match(args: argparse.Namespace) -> int:
     from daemon.bench.match import run_bench_match, summary_lines
 
     params = IndexParams(ef_construction=_whole("--ef-construction", args.ef_construction, 1),
-                         hnsw_m=_whole("--hnsw-m", args.hnsw_m, 2))
+                         hnsw_m=_whole("--hnsw-m", args.hnsw_m, 2), rerank=_whole("--rerank", args.rerank, 1))
     result = run_bench_match(sizes, probes, timed, seed, approx, params,
-                             Path(args.work_dir) if args.work_dir else None, ef_search, nprobe)
+                             Path(args.work_dir) if args.work_dir else None, ef_search, nprobe, pq_nprobe)
     if args.json:
         print_result(result, True)
     else:
@@ -208,7 +209,12 @@ def add_commands(sub: Any) -> None:
     bm.add_argument("--probes", default="1000", help="probe faces per size, half of them strangers "
                     "(default 1000)")
     bm.add_argument("--timed", default="200", help="probe faces timed one by one (default 200)")
-    bm.add_argument("--approx", default="hnsw,ivf", help="approximate indexes to measure (default hnsw,ivf)")
+    bm.add_argument("--approx", default="ivfpq,hnsw,ivf", help="approximate indexes to measure (default "
+                    "ivfpq,hnsw,ivf; ivfpq is the matcher's choice for large galleries)")
+    bm.add_argument("--pq-nprobe", default="0", help="IVF-PQ lists scanned per search, comma-separated "
+                    "(default 0: the matcher's, a quarter of the lists)")
+    bm.add_argument("--rerank", default=str(IndexParams().rerank),
+                    help="IVF-PQ candidates re-ranked exactly (default: the matcher's)")
     bm.add_argument("--ef-search", default=str(IndexParams().ef_search),
                     help="HNSW candidates per search, comma-separated to compare several on one graph (default: "
                     "the matcher's)")

@@ -68,7 +68,7 @@ def test_every_backend_gives_a_full_sorts_top2_and_decisions_on_real_galleries(w
     assert len({c[0][0] for c in want}) >= 3  # the probes are not all one person's
     auto = make_matcher("centroid", people)
     assert isinstance(auto, CentroidMatcher)  # a real gallery this size stays exact
-    for index in ("auto", "numpy", "flat", "hnsw", "ivf"):
+    for index in ("auto", "numpy", "flat", "hnsw", "ivf", "ivfpq"):
         got = auto.topk(probes, 2) if index == "auto" else make_matcher("centroid", people, index=index).topk(probes, 2)
         assert [[n for n, _ in c] for c in got] == [[n for n, _ in c] for c in want], index
         assert np.allclose([[s for _, s in c] for c in got], [[s for _, s in c] for c in want], atol=1e-5), index
@@ -94,25 +94,32 @@ def test_approximate_indexes_find_the_exact_top1_on_dlib_shaped_vectors() -> Non
     exact = [c[0][0] for c in FaissMatcher(names, gallery, "flat").topk(probes, 2)]
     assert exact == [c[0][0] for c in CentroidMatcher.from_vectors(names, gallery).topk(probes, 2)]
     assert np.mean([e == f"p{i}" for e, i in zip(exact, range(0, n, 40), strict=False)]) > 0.9  # clusters are real
-    for backend, knob in (("hnsw", 0), ("ivf", 64)):
+    exact_scores = [c[0][1] for c in CentroidMatcher.from_vectors(names, gallery).topk(probes, 1)]
+    for backend, knob in (("hnsw", 0), ("ivf", 64), ("ivfpq", 0)):
         m = FaissMatcher(names, gallery, backend)
         if knob:
             m.tune(knob)
-        found = [c[0][0] for c in m.topk(probes, 2)]
+        got = m.topk(probes, 2)
+        found = [c[0][0] for c in got]
         recall = np.mean([a == e for a, e in zip(found, exact, strict=True)])
         assert recall >= 0.97, (backend, recall)
-    weak = FaissMatcher(names, gallery, "ivf")
-    weak.tune(1)  # one list of ~90: the test can tell a good index from a poor one
-    assert np.mean([c[0][0] == e for c, e in zip(weak.topk(probes, 1), exact, strict=True)]) < 0.9
+        if backend == "ivfpq":  # re-ranked: where it finds the exact top-1 it reports the exact score
+            hits = [(c[0][1], s) for c, e, s in zip(got, exact, exact_scores, strict=True) if c[0][0] == e]
+            assert np.allclose(*zip(*hits, strict=True), atol=1e-5)
+            assert m.axes is not None and m.axes.shape[1] < 128  # the PCA subspace of dlib-shaped vectors
+    for backend in ("ivf", "ivfpq"):
+        weak = FaissMatcher(names, gallery, backend)
+        weak.tune(1)  # one list of a few hundred: the test can tell a good index from a poor one
+        assert np.mean([c[0][0] == e for c, e in zip(weak.topk(probes, 1), exact, strict=True)]) < 0.9, backend
 
 
 def test_factory_picks_the_search_by_gallery_size() -> None:
-    assert pick_index(APPROX_FROM - 1) == "numpy" and pick_index(APPROX_FROM) == "hnsw"
+    assert pick_index(APPROX_FROM - 1) == "numpy" and pick_index(APPROX_FROM) == "ivfpq"
     vecs = SynthFaces(seed=1).gallery(300)
     names = [f"p{i}" for i in range(300)]
     assert isinstance(centroid_matcher(names, vecs, approx_from=301), CentroidMatcher)
     m = centroid_matcher(names, vecs, approx_from=300)
-    assert isinstance(m, FaissMatcher) and m.backend == "hnsw"
+    assert isinstance(m, FaissMatcher) and m.backend == "ivfpq"
     assert isinstance(centroid_matcher([], np.zeros((0, 128), np.float32), "hnsw"), CentroidMatcher)
     with pytest.raises(ValueError, match="index must be one of"):
         centroid_matcher(names, vecs, "annoy")

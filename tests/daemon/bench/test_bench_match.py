@@ -15,13 +15,16 @@ SEARCH_KEYS = {"build_s", "rss_added_mb", "index_mb", "ms_per_face_p50", "ms_per
 
 def test_bench_match_prints_every_figure_as_json(cli, tmp_path) -> None:
     rc, out, err = cli("bench", "match", "--identities", "300,2000", "--probes", "60", "--timed", "10",
-                       "--ef-search", "8,64", "--nprobe", "4", "--work-dir", tmp_path, "--json")
+                       "--ef-search", "8,64", "--nprobe", "4", "--pq-nprobe", "0,1", "--work-dir", tmp_path, "--json")
     assert rc == 0, err
     r = json.loads(out)
     assert [row["identities"] for row in r["sizes"]] == [300, 2000] and r["probes"] == 60
     for row in r["sizes"]:
         assert row["auto_index"] == "numpy" and row["gallery_open_s"] > 0 and row["gallery_file_mb"] > 0
-        assert set(row) >= {"numpy", "faiss_flat", "faiss_hnsw_ef8", "faiss_hnsw_ef64", "faiss_ivf_nprobe4"}
+        assert set(row) >= {"numpy", "faiss_flat", "faiss_hnsw_ef8", "faiss_hnsw_ef64", "faiss_ivf_nprobe4",
+                            "faiss_ivfpq_nprobe1"}
+        pq = next(row[k] for k in row if k.startswith("faiss_ivfpq_nprobe") and k != "faiss_ivfpq_nprobe1")
+        assert pq["dims"] < 128 and pq["rerank"] == 512 and pq["recall_at_1"] >= 0.95
         for key in ("numpy", "faiss_flat", "faiss_hnsw_ef64", "faiss_ivf_nprobe4"):
             assert set(row[key]) >= SEARCH_KEYS and row[key]["faces_timed"] == 10, key
         assert row["faiss_flat"]["top2_equal_numpy"] == 1.0
@@ -32,7 +35,8 @@ def test_bench_match_prints_every_figure_as_json(cli, tmp_path) -> None:
 
 @pytest.mark.parametrize("argv", [["--identities", "0"], ["--identities", "ten"], ["--identities", "1000,x"],
                                   ["--identities", "2.5"], ["--probes", "many"], ["--probes", "1"],
-                                  ["--ef-search", "0"], ["--approx", "annoy"]])
+                                  ["--ef-search", "0"], ["--approx", "annoy"],
+                                  ["--pq-nprobe", "-1"], ["--rerank", "0"]])
 def test_bench_match_bad_input_is_one_line_exit_2(cli, argv) -> None:
     rc, out, err = cli("bench", "match", *argv)
     assert rc == 2 and out == ""
