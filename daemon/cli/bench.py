@@ -202,6 +202,11 @@ def add_commands(sub: Any) -> None:
     ba.add_argument("--gallery", help="gallery file to match against")
     ba.add_argument("--json", action="store_true")
     ba.set_defaults(func=cmd_bench_analyze)
+    _add_match(bench)
+
+
+def _add_match(bench: Any) -> None:
+    """``bench match``'s options (its own function: the large-gallery knobs are many)."""
     bm = bench.add_parser("match", help="centroid search on synthetic dlib-shaped galleries: per-face latency of "
                           "exact NumPy, FAISS exact and approximate, recall@1, build time, memory, SQLite open time")
     bm.add_argument("--identities", default="1000,100000", help="gallery sizes, comma-separated (default "
