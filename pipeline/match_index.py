@@ -2,14 +2,14 @@
 
 Centroids and probes are unit vectors, so inner product is the cosine the centroid matcher scores with.
 ``flat`` is FAISS's exact ``IndexFlatIP`` (the same scores as NumPy's matrix product, in FAISS's kernels);
-``hnsw`` (the approximate index the factory in ``pipeline/match.py`` picks for large galleries) and ``ivf``
-answer from a fraction of the gallery. ``ivfpq`` (the one the factory in ``pipeline/match.py`` picks for
-large galleries) scans a quarter of its inverted lists of 4-bit product-quantised codes (FAISS fast-scan) in the
-PCA subspace that holds the gallery's variance (dlib's vectors span ~77 of 128 dimensions), then re-ranks the
-best ``rerank`` candidates by their exact inner product, so the scores it returns are exact. Why: at 10^6
-dlib-shaped identities it gives recall@1 1.000 at 1.8 ms a face and builds in 18 s, where HNSW needed
-ef 1024 (5.2 ms) for 0.992 and 200-250 s to build (``facestream bench match``, docs/benchmarks.md "Galleries of
-a million"). faiss is an optional extra (``[large]``), imported only when an index is built.
+``hnsw`` and ``ivf`` answer from a fraction of the gallery. ``ivfpq``, the one the factory in
+``pipeline/match.py`` picks for large galleries, scans a quarter of its inverted lists of 4-bit
+product-quantised codes (FAISS fast-scan) in the PCA subspace that holds the gallery's variance (dlib's
+vectors span ~77 of 128 dimensions), then re-ranks the best ``rerank`` candidates by their exact inner
+product, so the scores it returns are exact. Why: at 10^6 dlib-shaped identities it gives recall@1 1.000 at
+1.8 ms a face and builds in 18 s, where HNSW needed ef 1024 (5.2 ms) for 0.992 and 200-250 s to build
+(``facestream bench match``, docs/benchmarks.md "Galleries of a million"). faiss is an optional extra
+(``[large]``), imported only when an index is built.
 """
 
 from __future__ import annotations
